@@ -1,0 +1,1 @@
+"""Registered in unigrpo_kit.registry; the integrator lists the modules here."""

@@ -1,0 +1,274 @@
+"""TinyUnified: a small mixture-of-transformers that writes text and paints images by flow matching.
+
+In the spirit of Bagel (arXiv 2505.14683): one sequence holds text tokens and image patch tokens,
+attention is shared across the whole sequence, and every layer has two experts with separate
+weights (norms, QKV and output projections, MLPs): one for text tokens, one for image tokens.
+The image expert is conditioned on the noise level ``sigma`` by adaLN-Zero (DiT, arXiv 2212.09748).
+An LM head reads text positions; a velocity head reads the noisy image's positions and predicts
+v = noise - x0 (the flow-matching convention x_sigma = (1 - sigma) x0 + sigma noise).
+
+The masking rule and the cache are in :mod:`unigrpo_kit.models.layout`. Three calls serve
+training and rollouts alike:
+
+- ``forward(segments, cache)``: run new segments after a cached context; returns text logits,
+  velocities of noisy images and the extended cache (which has gradients when run with them);
+- ``velocity(cache, latents, sigma)``: one denoising call over a cached context;
+- ``extend_image(cache, latents)``: commit a finished image as clean context.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from ..registry import MODELS
+from .attention import attention, select_backend
+from .layout import ImageSegment, KVCache, TextSegment, build_mask, empty_cache, spans_of
+
+# The LM head never proposes these; a large finite negative keeps softmax and entropy finite.
+BANNED_LOGIT = -1e4
+
+
+@dataclass
+class TinyUnifiedConfig:
+    """Sizes of the model. ``banned_token_ids`` are never generated (padding, <bos>, ...)."""
+
+    vocab_size: int
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    mlp_ratio: float = 4.0
+    image_size: int = 32
+    patch_size: int = 4
+    channels: int = 3
+    max_positions: int = 256
+    banned_token_ids: tuple[int, ...] = ()
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def patch_dim(self) -> int:
+        return self.channels * self.patch_size**2
+
+
+class ForwardOutput(NamedTuple):
+    """``text_logits``: one [B, n, V] per text segment; ``velocities``: one [B, C, H, W] per noisy
+    image segment; ``cache``: the context extended by the visible new segments."""
+
+    text_logits: list[torch.Tensor]
+    velocities: list[torch.Tensor]
+    cache: KVCache
+
+
+def timestep_embedding(sigma: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features [B, dim] of 1000 * sigma (the DiT / SD3 frequency convention)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=sigma.device) / half)
+    angles = 1000.0 * sigma.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+class Expert(nn.Module):
+    """One modality's weights inside a layer: QKV, output projection and MLP."""
+
+    def __init__(self, d_model: int, mlp_ratio: float, affine_norm: bool):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model, elementwise_affine=affine_norm, eps=1e-6)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.norm2 = nn.LayerNorm(d_model, elementwise_affine=affine_norm, eps=1e-6)
+        hidden = int(d_model * mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d_model)
+        )
+
+
+class MoTBlock(nn.Module):
+    """Shared attention over all tokens; text and image tokens use their own expert weights."""
+
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.text = Expert(d_model, mlp_ratio, affine_norm=True)
+        self.image = Expert(d_model, mlp_ratio, affine_norm=False)
+        # adaLN-Zero: shift, scale, gate for attention and for the MLP, from the sigma embedding.
+        self.modulation = nn.Linear(d_model, 6 * d_model)
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def forward(self, x, spans, conds, past_k, past_v, mask, backend):
+        batch, length, d_model = x.shape
+        mods = [self.modulation(F.silu(c))[:, None].chunk(6, dim=-1) if c is not None else None
+                for c in conds]
+        qkv = []
+        for span, mod in zip(spans, mods):
+            h = x[:, span.start : span.end]
+            if span.kind == "text":
+                qkv.append(self.text.qkv(self.text.norm1(h)))
+            else:
+                shift, scale = mod[0], mod[1]
+                qkv.append(self.image.qkv(self.image.norm1(h) * (1 + scale) + shift))
+        qkv = torch.cat(qkv, dim=1) if len(qkv) > 1 else qkv[0]
+        q, k, v = rearrange(qkv, "b l (three h d) -> three b h l d", three=3, h=self.n_heads)
+        keys = k if past_k is None else torch.cat([past_k, k], dim=2)
+        values = v if past_v is None else torch.cat([past_v, v], dim=2)
+        out = rearrange(attention(q, keys, values, mask, backend), "b h l d -> b l (h d)")
+        pieces = []
+        for span, mod in zip(spans, mods):
+            h, o = x[:, span.start : span.end], out[:, span.start : span.end]
+            if span.kind == "text":
+                h = h + self.text.proj(o)
+                h = h + self.text.mlp(self.text.norm2(h))
+            else:
+                _, _, gate1, shift2, scale2, gate2 = mod
+                h = h + gate1 * self.image.proj(o)
+                h = h + gate2 * self.image.mlp(self.image.norm2(h) * (1 + scale2) + shift2)
+            pieces.append(h)
+        x = torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
+        return x, k, v
+
+
+@MODELS.register_module()
+class TinyUnified(nn.Module):
+    """A small mixture-of-transformers (Bagel-style) over text tokens and image patches."""
+
+    def __init__(self, config: TinyUnifiedConfig | None = None, attention_backend: str = "auto",
+                 **kwargs):
+        super().__init__()
+        config = config if config is not None else TinyUnifiedConfig(**kwargs)
+        if isinstance(config, dict):
+            config = TinyUnifiedConfig(**config)
+        if config.image_size % config.patch_size:
+            raise ValueError(
+                f"image_size {config.image_size} is not a multiple of patch_size {config.patch_size}"
+            )
+        self.config = config
+        self.attention_backend = attention_backend
+        d = config.d_model
+        self.token_embedding = nn.Embedding(config.vocab_size, d)
+        self.position_embedding = nn.Embedding(config.max_positions, d)
+        self.patch_embedding = nn.Linear(config.patch_dim, d)
+        self.patch_position = nn.Parameter(torch.randn(1, config.num_patches, d) * 0.02)
+        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.blocks = nn.ModuleList(
+            MoTBlock(d, config.n_heads, config.mlp_ratio) for _ in range(config.n_layers)
+        )
+        self.text_norm = nn.LayerNorm(d)
+        self.lm_head = nn.Linear(d, config.vocab_size, bias=False)
+        self.image_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_modulation = nn.Linear(d, 2 * d)
+        self.velocity_head = nn.Linear(d, config.patch_dim)
+        for layer in (self.final_modulation, self.velocity_head):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        banned = torch.zeros(config.vocab_size, dtype=torch.bool)
+        banned[list(config.banned_token_ids)] = True
+        self.register_buffer("banned", banned, persistent=False)
+
+    # ----------------------------------------------------------------- embeddings
+    def patchify(self, latents: torch.Tensor) -> torch.Tensor:
+        p = self.config.patch_size
+        return rearrange(latents, "b c (h p) (w q) -> b (h w) (c p q)", p=p, q=p)
+
+    def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
+        p, side = self.config.patch_size, self.config.image_size // self.config.patch_size
+        return rearrange(patches, "b (h w) (c p q) -> b c (h p) (w q)", h=side, w=side, p=p, q=p)
+
+    def _embed(self, segments, next_pos):
+        """Token embeddings [B, L, D], per-segment sigma conditions, validity [B, L], positions."""
+        pieces, conds, valid = [], [], []
+        pos = next_pos.clone()
+        for seg in segments:
+            if seg.kind == "text":
+                step = seg.mask.long()
+                positions = (pos[:, None] + step.cumsum(1) - 1).clamp(0, self.config.max_positions - 1)
+                pieces.append(self.token_embedding(seg.ids) + self.position_embedding(positions))
+                conds.append(None)
+                valid.append(seg.mask)
+                pos = pos + step.sum(1)
+            else:
+                cond = self.time_mlp(timestep_embedding(seg.sigma, self.config.d_model))
+                tokens = self.patch_embedding(self.patchify(seg.latents.float()))
+                pieces.append(tokens + self.patch_position + cond[:, None])
+                conds.append(cond)
+                valid.append(torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
+                if not seg.noisy:
+                    pos = pos + 1
+        return torch.cat(pieces, dim=1), conds, torch.cat(valid, dim=1), pos
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, segments: list[TextSegment | ImageSegment],
+                cache: KVCache | None = None) -> ForwardOutput:
+        """Run ``segments`` after the cached context (or from nothing); see the module docstring."""
+        for seg in segments:
+            if seg.kind == "image":
+                seg.num_tokens = self.config.num_patches
+        batch = segments[0].ids.shape[0] if segments[0].kind == "text" else segments[0].latents.shape[0]
+        device = self.token_embedding.weight.device
+        if cache is None:
+            cache = empty_cache(batch, len(self.blocks), device)
+        x, conds, new_valid, next_pos = self._embed(segments, cache.next_pos)
+        spans = spans_of([s.length for s in segments], [s.kind for s in segments],
+                         [s.noisy for s in segments])
+        mask = build_mask(spans, new_valid, cache.valid)
+        backend = select_backend(self.attention_backend, device)
+        keep = torch.cat([torch.full((s.end - s.start,), not s.noisy, device=device) for s in spans])
+        keep_all = bool(keep.all())
+        keys, values = [], []
+        for block, past_k, past_v in zip(self.blocks, cache.keys, cache.values):
+            x, k, v = block(x, spans, conds, past_k, past_v, mask, backend)
+            if not keep_all:
+                k, v = k[:, :, keep], v[:, :, keep]
+            keys.append(k if past_k is None else torch.cat([past_k, k], dim=2))
+            values.append(v if past_v is None else torch.cat([past_v, v], dim=2))
+
+        text_logits, velocities = [], []
+        for span, seg, cond in zip(spans, segments, conds):
+            h = x[:, span.start : span.end]
+            if seg.kind == "text":
+                logits = self.lm_head(self.text_norm(h))
+                text_logits.append(logits.masked_fill(self.banned, BANNED_LOGIT))
+            elif seg.noisy:
+                shift, scale = self.final_modulation(F.silu(cond))[:, None].chunk(2, dim=-1)
+                patches = self.velocity_head(self.image_norm(h) * (1 + scale) + shift)
+                velocities.append(self.unpatchify(patches))
+        ends = list(cache.ends)
+        col = cache.length
+        for span in spans:
+            if not span.noisy:
+                col += span.end - span.start
+                ends.append(col)
+        visible_valid = new_valid if keep_all else new_valid[:, keep]
+        new_cache = KVCache(keys, values, torch.cat([cache.valid, visible_valid], dim=1),
+                            next_pos, ends)
+        return ForwardOutput(text_logits, velocities, new_cache)
+
+    # ----------------------------------------------------------------- rollout helpers
+    def velocity(self, cache: KVCache, latents: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Velocity [B, C, H, W] of noisy ``latents`` at ``sigma`` [B] given a cached context."""
+        seg = ImageSegment(latents, sigma, noisy=True)
+        return self.forward([seg], cache).velocities[0]
+
+    def extend_image(self, cache: KVCache, latents: torch.Tensor) -> KVCache:
+        """The cache with a finished (clean) image appended as context."""
+        sigma = torch.zeros(latents.shape[0], device=latents.device)
+        return self.forward([ImageSegment(latents, sigma)], cache).cache
+
+    def extend_text(self, cache: KVCache | None, ids: torch.Tensor,
+                    mask: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
+        """Text logits [B, n, V] of ``ids`` [B, n] and the cache with them appended."""
+        out = self.forward([TextSegment(ids, mask)], cache)
+        return out.text_logits[0], out.cache
+
+    def config_dict(self) -> dict:
+        data = asdict(self.config)
+        data["banned_token_ids"] = list(self.config.banned_token_ids)
+        return data

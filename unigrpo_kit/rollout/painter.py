@@ -1,0 +1,71 @@
+"""Painting one image over a cached context: the hybrid ODE/SDE denoising loop of a rollout."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ..models.layout import KVCache
+from ..samplers.flow import FlowODE, FlowStep
+
+_ODE = FlowODE()
+
+
+class Trajectory(NamedTuple):
+    """One denoising run of B images over N steps.
+
+    latents: [B, N + 1, C, H, W] float32, from pure noise (index 0) to the image (index N).
+    log_probs: [B, N] log density of each step's sample (0 on ODE steps).
+    means: [B, N, C, H, W] the Gaussian mean of each step (the ODE update on ODE steps).
+    stds: [B, N] the Gaussian std of each step (0 on ODE steps).
+    sde_mask: [N] bool, the steps sampled with the SDE (the trained steps).
+    sigmas: [N + 1] the noise schedule, 1 -> 0.
+    """
+
+    latents: torch.Tensor
+    log_probs: torch.Tensor
+    means: torch.Tensor
+    stds: torch.Tensor
+    sde_mask: torch.Tensor
+    sigmas: torch.Tensor
+
+    @property
+    def final(self) -> torch.Tensor:
+        """The painted latents [B, C, H, W] in [-1, 1] (unclamped)."""
+        return self.latents[:, -1]
+
+
+@torch.no_grad()
+def paint(model, context: KVCache, sigmas: torch.Tensor, *, sampler: FlowStep | None = None,
+          sde_mask: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+          generator: torch.Generator | None = None, guidance=None) -> Trajectory:
+    """Denoise from ``noise`` (drawn if None) along ``sigmas`` [N + 1] given the context cache.
+
+    Steps where ``sde_mask`` [N] is True use ``sampler`` (an SDE) and record its log-prob;
+    the others are plain Euler ODE steps. ``guidance``, if given, is a callable
+    ``(x, sigma_batch) -> velocity`` that replaces the bare model call (classifier-free guidance).
+    """
+    batch = context.valid.shape[0]
+    cfg = model.config
+    shape = (batch, cfg.channels, cfg.image_size, cfg.image_size)
+    device = context.valid.device
+    num_steps = sigmas.numel() - 1
+    if sde_mask is None:
+        sde_mask = torch.zeros(num_steps, dtype=torch.bool)
+    if sampler is None and bool(sde_mask.any()):
+        raise ValueError("paint: sde_mask selects SDE steps but no sampler was given")
+    x = torch.randn(shape, generator=generator, device=device) if noise is None else noise.float()
+    latents, log_probs, means, stds = [x], [], [], []
+    for i in range(num_steps):
+        sigma = sigmas[i].expand(batch).to(device)
+        velocity = guidance(x, sigma) if guidance is not None else model.velocity(context, x, sigma)
+        step = sampler if bool(sde_mask[i]) else _ODE
+        out = step.step(velocity, float(sigmas[i]), float(sigmas[i + 1]), x, generator=generator)
+        x = out.prev_sample.float()
+        latents.append(x)
+        log_probs.append(out.log_prob)
+        means.append(out.mean)
+        stds.append(out.std.reshape(batch))
+    return Trajectory(torch.stack(latents, 1), torch.stack(log_probs, 1), torch.stack(means, 1),
+                      torch.stack(stds, 1), sde_mask, sigmas)
