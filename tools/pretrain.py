@@ -1,7 +1,8 @@
 """Pretrain the TinyUnified base model on ShapeWorld (the checkpoint that ships as ``tiny-base``).
 
     python tools/pretrain.py --out work_dirs/pretrain --steps 9000
-    python tools/pretrain.py --out work_dirs/pretrain --steps 9000 --export unigrpo_kit/checkpoints/tiny-base
+    python tools/pretrain.py --out work_dirs/pretrain --steps 9000 \
+        --export unigrpo_kit/checkpoints/tiny-base
 
 Four skills are taught from one data stream, in two sequence layouts that alternate by step:
 
@@ -9,7 +10,8 @@ Four skills are taught from one data stream, in two sequence layouts that altern
   loss) and reasoning -> image (flow-matching loss). A share of the rows ("caption rows") drop the
   reasoning (``<think> </think>``) and learn prompt -> image directly; like real text-to-image data
   their captions are literal, so riddle prompts never appear in caption rows: a riddle can be
-  resolved only by reasoning, in text.
+  resolved only by reasoning, in text. A tenth of the caption rows have an empty prompt
+  (``<bos> <think> </think>``), the unconditional branch of classifier-free guidance.
 - reflection and editing: ``<bos> prompt <think> reasoning </think> [clean image] <look>
   instruction </look> [noisy edited image]``: the model looks at a scene (the right one, or one
   with one attribute wrong), says what to fix (or ``done``), and paints the fixed scene.
@@ -40,6 +42,8 @@ from unigrpo_kit.tasks.shapeworld import ShapeWorld
 
 CAPTION_SHARE = 0.3  # rows of the generation layout that paint from the prompt alone
 DONE_SHARE = 0.35  # edit rows that show the right scene, whose answer is "done"
+PERTURB_TRIES = 8
+NULL_PROMPT_SHARE = 0.1  # caption rows whose prompt is empty (CFG's unconditional branch)
 
 
 def sample_sigma(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -75,7 +79,9 @@ def generation_batch(task, tokenizer, batch_size, rng: random.Random):
     rows, targets, images = [], [], []
     for prompt in prompts:
         caption = prompt.category != "riddle" and rng.random() < CAPTION_SHARE
-        row, tgt = prompt_and_reasoning(tokenizer, prompt.text, None if caption else prompt.reasoning)
+        # A null prompt now and then gives classifier-free guidance its unconditional branch.
+        text = "" if caption and rng.random() < NULL_PROMPT_SHARE else prompt.text
+        row, tgt = prompt_and_reasoning(tokenizer, text, None if caption else prompt.reasoning)
         rows.append(row)
         targets.append(tgt)
         images.append(task.render(prompt.scene, jitter_rng=rng))
@@ -91,11 +97,15 @@ def edit_batch(task, tokenizer, batch_size, rng: random.Random):
         row, tgt = prompt_and_reasoning(tokenizer, prompt.text, prompt.reasoning)
         rows1.append(row)
         targets1.append(tgt)
-        if rng.random() < DONE_SHARE:
-            scene = prompt.scene
-        else:
-            scene, _ = task.perturb(prompt.scene, rng)
-        instruction = task.edit_instruction(prompt, scene)
+        scene, instruction = prompt.scene, "done"
+        if rng.random() >= DONE_SHARE:
+            # Many perturbations still satisfy a loose prompt (a colour it does not name);
+            # retry so that this share of rows really shows a wrong scene.
+            for _ in range(PERTURB_TRIES):
+                scene, _ = task.perturb(prompt.scene, rng)
+                instruction = task.edit_instruction(prompt, scene)
+                if instruction != "done":
+                    break
         target_scene = scene if instruction == "done" else task.apply_edit(scene, instruction)
         body = [*tokenizer.encode(instruction), tokenizer.end_look_id]
         rows2.append([tokenizer.look_id, *body])
@@ -126,11 +136,13 @@ def training_loss(model, segments, text_targets, images, image_weights, generato
         flow_targets.append(noise - x0)
     out = model(segments + noisy_segments)
     text_terms = []
-    for logits, seg_target, seg in zip(out.text_logits, text_targets, [s for s in segments
-                                                                      if s.kind == "text"]):
+    for logits, seg_target, seg in zip(
+        out.text_logits, text_targets, [s for s in segments if s.kind == "text"]
+    ):
         predict = seg_target[:, 1:]
-        text_terms.append(F.cross_entropy(logits[:, :-1][predict], seg.ids[:, 1:][predict],
-                                          reduction="sum"))
+        text_terms.append(
+            F.cross_entropy(logits[:, :-1][predict], seg.ids[:, 1:][predict], reduction="sum")
+        )
     n_targets = sum(int(t[:, 1:].sum()) for t in text_targets)
     text_loss = sum(text_terms) / max(n_targets, 1)
     image_loss = sum(
@@ -151,11 +163,20 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
 def build(args):
     task = ShapeWorld(resolution=args.resolution, seed=args.seed)
     tokenizer = WordTokenizer(task.vocabulary())
-    banned = (tokenizer.pad_id, tokenizer.unk_id, tokenizer.bos_id, tokenizer.think_id,
-              tokenizer.look_id)
+    banned = (
+        tokenizer.pad_id,
+        tokenizer.unk_id,
+        tokenizer.bos_id,
+        tokenizer.think_id,
+        tokenizer.look_id,
+    )
     config = TinyUnifiedConfig(
-        vocab_size=len(tokenizer), d_model=args.d_model, n_layers=args.n_layers,
-        n_heads=args.n_heads, image_size=args.resolution, patch_size=args.patch_size,
+        vocab_size=len(tokenizer),
+        d_model=args.d_model,
+        n_layers=args.n_layers,
+        n_heads=args.n_heads,
+        image_size=args.resolution,
+        patch_size=args.patch_size,
         banned_token_ids=banned,
     )
     torch.manual_seed(args.seed)
@@ -169,9 +190,16 @@ def build(args):
 def save_state(out: Path, model, ema, tokenizer, optimizer, step, elapsed, rng, generator):
     def write(tmp: Path) -> None:
         torch.save(
-            {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-             "step": step, "elapsed": elapsed, "rng": rng.getstate(),
-             "generator": generator.get_state(), "torch_rng": torch.get_rng_state()},
+            {
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "elapsed": elapsed,
+                "rng": rng.getstate(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            },
             tmp / "state.pt",
         )
 
@@ -193,17 +221,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--n-layers", type=int, default=4)
     parser.add_argument("--n-heads", type=int, default=4)
-    parser.add_argument("--edit-every", type=int, default=3, help="every k-th step is an edit batch")
+    parser.add_argument(
+        "--edit-every", type=int, default=3, help="every k-th step is an edit batch"
+    )
     parser.add_argument("--save-every", type=int, default=250)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--eval-prompts", type=int, default=140)
-    parser.add_argument("--export", type=Path, default=None,
-                        help="copy the final EMA checkpoint here (e.g. unigrpo_kit/checkpoints/tiny-base)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads; 1 is deterministic and robust to a busy machine",
+    )
+    parser.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        help="copy the final EMA checkpoint here (e.g. unigrpo_kit/checkpoints/tiny-base)",
+    )
     args = parser.parse_args(argv)
 
+    torch.set_num_threads(args.threads)
     task, tokenizer, model, ema = build(args)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99),
-                                  weight_decay=0.01)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01
+    )
     rng = random.Random(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     step, elapsed = 0, 0.0
@@ -229,8 +271,9 @@ def main(argv: list[str] | None = None) -> None:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         make = edit_batch if step % args.edit_every == args.edit_every - 1 else generation_batch
         segments, text_targets, images, weights = make(task, tokenizer, args.batch_size, rng)
-        text_loss, image_loss = training_loss(model, segments, text_targets, images, weights,
-                                              generator)
+        text_loss, image_loss = training_loss(
+            model, segments, text_targets, images, weights, generator
+        )
         loss = text_loss + image_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -242,9 +285,14 @@ def main(argv: list[str] | None = None) -> None:
         step += 1
         elapsed += time.perf_counter() - start
         if step % 50 == 0:
-            record = {"step": step, "minutes": round(elapsed / 60, 2), "layout": make.__name__,
-                      "text_loss": round(text_loss.item(), 4), "image_loss": round(image_loss.item(), 4),
-                      "grad_norm": round(grad_norm.item(), 3)}
+            record = {
+                "step": step,
+                "minutes": round(elapsed / 60, 2),
+                "layout": make.__name__,
+                "text_loss": round(text_loss.item(), 4),
+                "image_loss": round(image_loss.item(), 4),
+                "grad_norm": round(grad_norm.item(), 3),
+            }
             log.write(json.dumps(record) + "\n")
             log.flush()
             print(record, flush=True)
@@ -252,11 +300,15 @@ def main(argv: list[str] | None = None) -> None:
             save_state(args.out, model, ema, tokenizer, optimizer, step, elapsed, rng, generator)
         if step % args.eval_every == 0 or step == args.steps:
             scores = evaluate(ema, tokenizer, task, num_prompts=args.eval_prompts)
-            curve.write(json.dumps({"step": step, "minutes": round(elapsed / 60, 2), **scores}) + "\n")
+            curve.write(
+                json.dumps({"step": step, "minutes": round(elapsed / 60, 2), **scores}) + "\n"
+            )
             curve.flush()
             print({"eval": scores}, flush=True)
     if args.export is not None:
-        save_model(ema, tokenizer, args.export, extra={"step": step, "pretrain_minutes": elapsed / 60})
+        save_model(
+            ema, tokenizer, args.export, extra={"step": step, "pretrain_minutes": elapsed / 60}
+        )
         print(f"exported {args.export}", flush=True)
 
 

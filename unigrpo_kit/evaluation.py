@@ -26,21 +26,34 @@ def prompt_ids(tokenizer, texts: list[str], suffix: list[int]) -> tuple[torch.Te
     ids = torch.full((len(rows), length), tokenizer.pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), length), dtype=torch.bool)
     for i, row in enumerate(rows):
-        ids[i, length - len(row):] = torch.tensor(row)
-        mask[i, length - len(row):] = True
+        ids[i, length - len(row) :] = torch.tensor(row)
+        mask[i, length - len(row) :] = True
     return ids, mask
 
 
 @torch.no_grad()
-def reason_and_paint(model, tokenizer, texts: list[str], *, reasoning: bool = True,
-                     steps: int = 20, shift: float = 1.0, max_reasoning_tokens: int = 32,
-                     generator: torch.Generator | None = None, temperature: float = 0.0):
+def reason_and_paint(
+    model,
+    tokenizer,
+    texts: list[str],
+    *,
+    reasoning: bool = True,
+    steps: int = 20,
+    shift: float = 1.0,
+    max_reasoning_tokens: int = 32,
+    generator: torch.Generator | None = None,
+    temperature: float = 0.0,
+):
     """Reasoning strings and images [B, 3, H, W] in [0, 1] for prompts ``texts``."""
     device = next(model.parameters()).device
     if reasoning:
         ids, mask = prompt_ids(tokenizer, texts, [tokenizer.think_id])
-        sampler = TextSampler(temperature=temperature, max_new_tokens=max_reasoning_tokens,
-                              stop_token_ids=(tokenizer.end_think_id,), pad_token_id=tokenizer.pad_id)
+        sampler = TextSampler(
+            temperature=temperature,
+            max_new_tokens=max_reasoning_tokens,
+            stop_token_ids=(tokenizer.end_think_id,),
+            pad_token_id=tokenizer.pad_id,
+        )
         policy = UnifiedTextPolicy(model, None, tokenizer.pad_id)
         sample = sampler.generate(policy, ids.to(device), mask.to(device), generator=generator)
         context = policy.finish(sample.tokens, sample.mask)
@@ -54,8 +67,18 @@ def reason_and_paint(model, tokenizer, texts: list[str], *, reasoning: bool = Tr
     return thoughts, images
 
 
-def evaluate(model, tokenizer, task, *, num_prompts: int = 140, seed: int = 0, steps: int = 20,
-             shift: float = 1.0, batch_size: int = 70, reasoning: bool = True) -> dict:
+def evaluate(
+    model,
+    tokenizer,
+    task,
+    *,
+    num_prompts: int = 140,
+    seed: int = 0,
+    steps: int = 20,
+    shift: float = 1.0,
+    batch_size: int = 70,
+    reasoning: bool = True,
+) -> dict:
     """Judge scores on the eval prompts: strict, partial, quality, and strict per category."""
     from .tasks.shapeworld import quality, score
 
@@ -67,9 +90,15 @@ def evaluate(model, tokenizer, task, *, num_prompts: int = 140, seed: int = 0, s
     strict, partial, qualities, valid = [], [], [], []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
-        thoughts, images = reason_and_paint(model, tokenizer, [p.text for p in batch],
-                                            reasoning=reasoning, steps=steps, shift=shift,
-                                            generator=generator)
+        thoughts, images = reason_and_paint(
+            model,
+            tokenizer,
+            [p.text for p in batch],
+            reasoning=reasoning,
+            steps=steps,
+            shift=shift,
+            generator=generator,
+        )
         for prompt, thought, image in zip(batch, thoughts, images.cpu()):
             s, p = score(image, prompt.spec)
             strict.append(s)
@@ -79,8 +108,11 @@ def evaluate(model, tokenizer, task, *, num_prompts: int = 140, seed: int = 0, s
             valid.append(float(task.parse_reasoning(thought) is not None) if reasoning else 0.0)
     model.train(was_training)
     mean = lambda xs: round(sum(xs) / max(len(xs), 1), 4)  # noqa: E731
-    result = {"judge/strict": mean(strict), "judge/partial": mean(partial),
-              "quality": mean(qualities)}
+    result = {
+        "judge/strict": mean(strict),
+        "judge/partial": mean(partial),
+        "quality": mean(qualities),
+    }
     if reasoning:
         result["reasoning/valid"] = mean(valid)
     result.update({f"strict/{c}": mean(v) for c, v in sorted(per_category.items())})

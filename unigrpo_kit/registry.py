@@ -50,6 +50,7 @@ class KitRegistry(Registry):
         return f"unknown {self.name} type {key!r}; {hint}"
 
 
+# Each package's __init__ imports the modules that register its components.
 MODELS = KitRegistry("model", locations=["unigrpo_kit.models"])
 SAMPLERS = KitRegistry("sampler", locations=["unigrpo_kit.samplers"])
 LOSSES = KitRegistry("loss", locations=["unigrpo_kit.losses"])

@@ -33,21 +33,42 @@ def model_masks():
     b = 3
     out = []
     text = spans_of([6], ["text"], [False])
-    out.append(("causal text", build_mask(text, torch.ones(b, 6, dtype=torch.bool),
-                                          torch.zeros(b, 0, dtype=torch.bool))))
+    out.append(
+        (
+            "causal text",
+            build_mask(
+                text, torch.ones(b, 6, dtype=torch.bool), torch.zeros(b, 0, dtype=torch.bool)
+            ),
+        )
+    )
     image = spans_of([5], ["image"], [True])
-    out.append(("noisy image over cache", build_mask(image, torch.ones(b, 5, dtype=torch.bool),
-                                                     valid(b, 7))))
+    out.append(
+        (
+            "noisy image over cache",
+            build_mask(image, torch.ones(b, 5, dtype=torch.bool), valid(b, 7)),
+        )
+    )
     layout = spans_of([4, 5, 3, 5], ["text", "image", "text", "image"], [False, False, False, True])
     new_valid = torch.ones(b, 17, dtype=torch.bool)
     new_valid[:, :4] = valid(b, 4)
     new_valid[:, 9:12] = valid(b, 3)
-    out.append(("interleaved with padding", build_mask(layout, new_valid,
-                                                        torch.zeros(b, 0, dtype=torch.bool))))
-    pretrain = spans_of([4, 5, 5, 3, 5], ["text", "image", "image", "text", "image"],
-                        [False, True, False, False, True])
-    out.append(("noisy and clean copies", build_mask(pretrain, torch.ones(b, 22, dtype=torch.bool),
-                                                     valid(b, 2))))
+    out.append(
+        (
+            "interleaved with padding",
+            build_mask(layout, new_valid, torch.zeros(b, 0, dtype=torch.bool)),
+        )
+    )
+    pretrain = spans_of(
+        [4, 5, 5, 3, 5],
+        ["text", "image", "image", "text", "image"],
+        [False, True, False, False, True],
+    )
+    out.append(
+        (
+            "noisy and clean copies",
+            build_mask(pretrain, torch.ones(b, 22, dtype=torch.bool), valid(b, 2)),
+        )
+    )
     return out
 
 
@@ -66,15 +87,17 @@ def test_sdpa_equals_math_on_cpu():
     _, mask = model_masks()[2]
     b, _, lq, lk = mask.shape
     q, k, v = (torch.randn(b, 4, n, 16, generator=gen) for n in (lq, lk, lk))
-    torch.testing.assert_close(sdpa_attention(q, k, v, mask), math_attention(q, k, v, mask),
-                               atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        sdpa_attention(q, k, v, mask), math_attention(q, k, v, mask), atol=1e-6, rtol=1e-5
+    )
 
 
 def test_mask_rules():
     # columns: [cached, t0, t1, noisy0, noisy1, clean0, clean1]; rows: the six new tokens
     layout = spans_of([2, 2, 2], ["text", "image", "image"], [False, True, False])
-    mask = build_mask(layout, torch.ones(1, 6, dtype=torch.bool),
-                      torch.ones(1, 1, dtype=torch.bool))[0, 0]
+    mask = build_mask(
+        layout, torch.ones(1, 6, dtype=torch.bool), torch.ones(1, 1, dtype=torch.bool)
+    )[0, 0]
     assert mask[:, 0].all()  # the cached column is context for everyone
     assert not mask[0, 2] and mask[1, 1]  # text is causal
     assert mask[2, 4] and mask[3, 3] and mask[2, 1] and mask[2, 2]  # image: bidirectional + text
@@ -107,5 +130,6 @@ def test_xformers_matches_reference_on_cuda():
     b, _, lq, lk = mask.shape
     q, k, v = (torch.randn(b, 4, n, 16, generator=gen).cuda() for n in (lq, lk, lk))
     out = attention(q, k, v, mask.cuda(), "xformers")
-    torch.testing.assert_close(out.double().cpu(), reference(q.cpu(), k.cpu(), v.cpu(), mask),
-                               atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(
+        out.double().cpu(), reference(q.cpu(), k.cpu(), v.cpu(), mask), atol=1e-4, rtol=1e-3
+    )

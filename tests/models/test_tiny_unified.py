@@ -12,8 +12,15 @@ from unigrpo_kit.models.tiny_unified import BANNED_LOGIT, TinyUnified, TinyUnifi
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    config = TinyUnifiedConfig(vocab_size=40, d_model=32, n_layers=2, n_heads=2, image_size=8,
-                               patch_size=4, banned_token_ids=(0, 2))
+    config = TinyUnifiedConfig(
+        vocab_size=40,
+        d_model=32,
+        n_layers=2,
+        n_heads=2,
+        image_size=8,
+        patch_size=4,
+        banned_token_ids=(0, 2),
+    )
     m = TinyUnified(config, attention_backend="sdpa").eval()
     with torch.no_grad():  # the adaLN-Zero heads start at zero; give them weights to test
         for p in m.parameters():
@@ -36,9 +43,14 @@ def batch(b=3, seed=0):
 
 def full(model, ids, mask, ids2, image, noisy, sigma):
     b = ids.shape[0]
-    return model([TextSegment(ids, mask), ImageSegment(image, torch.zeros(b)),
-                  TextSegment(ids2, torch.ones_like(ids2, dtype=torch.bool)),
-                  ImageSegment(noisy, sigma, noisy=True)])
+    return model(
+        [
+            TextSegment(ids, mask),
+            ImageSegment(image, torch.zeros(b)),
+            TextSegment(ids2, torch.ones_like(ids2, dtype=torch.bool)),
+            ImageSegment(noisy, sigma, noisy=True),
+        ]
+    )
 
 
 @torch.no_grad()
@@ -66,8 +78,15 @@ def test_text_is_causal_and_noisy_images_are_invisible(model):
     torch.testing.assert_close(changed.text_logits[0][:, :5], base.text_logits[0][:, :5])
     # a noisy image in the middle: what follows must not change when it does
     b = ids.shape[0]
-    segs = lambda n: [TextSegment(ids, mask), ImageSegment(n, sigma, noisy=True),  # noqa: E731
-                      ImageSegment(image, torch.zeros(b)), TextSegment(ids2, ids2 > 0)]
+
+    def segs(n):
+        return [
+            TextSegment(ids, mask),
+            ImageSegment(n, sigma, noisy=True),
+            ImageSegment(image, torch.zeros(b)),
+            TextSegment(ids2, ids2 > 0),
+        ]
+
     one, two = model(segs(noisy)), model(segs(noisy * 3))
     torch.testing.assert_close(one.text_logits[1], two.text_logits[1])
     assert not torch.allclose(one.velocities[0], two.velocities[0])
@@ -80,7 +99,9 @@ def test_image_is_bidirectional_and_sees_earlier_text(model):
     corner = noisy.clone()
     corner[:, :, 4:, 4:] += 1.0  # the last patch
     changed = full(model, ids, mask, ids2, image, corner, sigma)
-    assert (changed.velocities[0][:, :, :4, :4] - base.velocities[0][:, :, :4, :4]).abs().max() > 1e-4
+    assert (
+        changed.velocities[0][:, :, :4, :4] - base.velocities[0][:, :, :4, :4]
+    ).abs().max() > 1e-4
     other_text = full(model, ids, mask, (ids2 + 1) % 37 + 3, image, noisy, sigma)
     assert (other_text.velocities[0] - base.velocities[0]).abs().max() > 1e-4
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unigrpo_kit.models.checkpoint import atomic_write_dir, load_model, resolve_checkpoint, save_model
+from unigrpo_kit.models.checkpoint import (
+    atomic_write_dir,
+    load_model,
+    resolve_checkpoint,
+    save_model,
+)
 from unigrpo_kit.models.tiny_unified import TinyUnified, TinyUnifiedConfig
 from unigrpo_kit.models.tokenizer import SPECIAL_TOKENS, WordTokenizer
 
@@ -30,8 +35,17 @@ def test_tokenizer_rejects_bad_vocabulary():
 
 
 def small(vocab=20, d=16):
-    return TinyUnified(TinyUnifiedConfig(vocab_size=vocab, d_model=d, n_layers=1, n_heads=2,
-                                         image_size=8, patch_size=4, banned_token_ids=(0,)))
+    return TinyUnified(
+        TinyUnifiedConfig(
+            vocab_size=vocab,
+            d_model=d,
+            n_layers=1,
+            n_heads=2,
+            image_size=8,
+            patch_size=4,
+            banned_token_ids=(0,),
+        )
+    )
 
 
 def test_checkpoint_round_trip(tmp_path):

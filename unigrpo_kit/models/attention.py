@@ -53,14 +53,18 @@ def select_backend(name: str = "auto", device: torch.device | str | None = None)
     return resolved
 
 
-def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def math_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """The reference: explicit scores, -inf where ``mask`` is False, softmax, weighted sum."""
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
     scores = scores.masked_fill(~mask, float("-inf"))
     return torch.softmax(scores, dim=-1) @ v
 
 
-def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def sdpa_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """PyTorch's fused scaled-dot-product attention with a boolean mask."""
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
@@ -87,7 +91,11 @@ def xformers_attention(
     return out.transpose(1, 2)
 
 
-ATTENTION_FUNCTIONS = {"sdpa": sdpa_attention, "xformers": xformers_attention, "math": math_attention}
+ATTENTION_FUNCTIONS = {
+    "sdpa": sdpa_attention,
+    "xformers": xformers_attention,
+    "math": math_attention,
+}
 
 
 def attention(

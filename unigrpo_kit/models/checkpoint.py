@@ -62,8 +62,9 @@ def atomic_write_dir(target: Path, write) -> None:
         shutil.rmtree(old)
 
 
-def save_model(model: TinyUnified, tokenizer: WordTokenizer, folder: str | Path,
-               extra: dict | None = None) -> None:
+def save_model(
+    model: TinyUnified, tokenizer: WordTokenizer, folder: str | Path, extra: dict | None = None
+) -> None:
     """Write weights, config and tokenizer to ``folder`` atomically."""
 
     def write(tmp: Path) -> None:
@@ -76,8 +77,9 @@ def save_model(model: TinyUnified, tokenizer: WordTokenizer, folder: str | Path,
     atomic_write_dir(Path(folder), write)
 
 
-def load_model(name_or_path: str | Path, device: str | torch.device = "cpu",
-               attention_backend: str = "auto") -> tuple[TinyUnified, WordTokenizer]:
+def load_model(
+    name_or_path: str | Path, device: str | torch.device = "cpu", attention_backend: str = "auto"
+) -> tuple[TinyUnified, WordTokenizer]:
     """Load a checkpoint folder or shipped name; a one-line error if it does not fit the model."""
     folder = resolve_checkpoint(name_or_path)
     meta = json.loads((folder / "config.json").read_text())
@@ -98,9 +100,11 @@ def load_weights(model: torch.nn.Module, file: str | Path) -> None:
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
         detail = (
-            f"missing {missing[:3]}" if missing else
-            f"unexpected {unexpected[:3]}" if unexpected else
-            f"shape of {wrong[0]} is {tuple(state[wrong[0]].shape)}, model wants "
+            f"missing {missing[:3]}"
+            if missing
+            else f"unexpected {unexpected[:3]}"
+            if unexpected
+            else f"shape of {wrong[0]} is {tuple(state[wrong[0]].shape)}, model wants "
             f"{tuple(own[wrong[0]].shape)}"
         )
         raise ValueError(f"checkpoint {file} does not match the model: {detail}")

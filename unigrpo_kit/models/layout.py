@@ -98,22 +98,29 @@ class KVCache:
             return self
         rep = lambda t: t.repeat_interleave(repeats, dim=0)  # noqa: E731
         return KVCache(
-            [rep(k) for k in self.keys], [rep(v) for v in self.values], rep(self.valid),
-            rep(self.next_pos), list(self.ends),
+            [rep(k) for k in self.keys],
+            [rep(v) for v in self.values],
+            rep(self.valid),
+            rep(self.next_pos),
+            list(self.ends),
         )
 
     def select(self, rows: torch.Tensor) -> KVCache:
         """The cache of the given rows [b] (an index tensor)."""
         return KVCache(
-            [k[rows] for k in self.keys], [v[rows] for v in self.values], self.valid[rows],
-            self.next_pos[rows], list(self.ends),
+            [k[rows] for k in self.keys],
+            [v[rows] for v in self.values],
+            self.valid[rows],
+            self.next_pos[rows],
+            list(self.ends),
         )
 
 
 def empty_cache(batch: int, num_layers: int, device: torch.device) -> KVCache:
     """A cache with no columns, for a forward pass that starts from nothing."""
     return KVCache(
-        [None] * num_layers, [None] * num_layers,  # type: ignore[list-item]
+        [None] * num_layers,
+        [None] * num_layers,  # type: ignore[list-item]
         torch.zeros(batch, 0, dtype=torch.bool, device=device),
         torch.zeros(batch, dtype=torch.long, device=device),
     )
@@ -128,7 +135,9 @@ def spans_of(lengths: list[int], kinds: list[str], noisy: list[bool]) -> list[Sp
     return spans
 
 
-def build_mask(spans: list[Span], new_valid: torch.Tensor, past_valid: torch.Tensor) -> torch.Tensor:
+def build_mask(
+    spans: list[Span], new_valid: torch.Tensor, past_valid: torch.Tensor
+) -> torch.Tensor:
     """Boolean attention mask [B, 1, Ln, Lc + Ln] for new columns over cache + new columns.
 
     ``new_valid`` [B, Ln] marks real new columns, ``past_valid`` [B, Lc] real cached columns.

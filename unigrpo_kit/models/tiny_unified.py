@@ -106,8 +106,10 @@ class MoTBlock(nn.Module):
 
     def forward(self, x, spans, conds, past_k, past_v, mask, backend):
         batch, length, d_model = x.shape
-        mods = [self.modulation(F.silu(c))[:, None].chunk(6, dim=-1) if c is not None else None
-                for c in conds]
+        mods = [
+            self.modulation(F.silu(c))[:, None].chunk(6, dim=-1) if c is not None else None
+            for c in conds
+        ]
         qkv = []
         for span, mod in zip(spans, mods):
             h = x[:, span.start : span.end]
@@ -140,15 +142,17 @@ class MoTBlock(nn.Module):
 class TinyUnified(nn.Module):
     """A small mixture-of-transformers (Bagel-style) over text tokens and image patches."""
 
-    def __init__(self, config: TinyUnifiedConfig | None = None, attention_backend: str = "auto",
-                 **kwargs):
+    def __init__(
+        self, config: TinyUnifiedConfig | None = None, attention_backend: str = "auto", **kwargs
+    ):
         super().__init__()
         config = config if config is not None else TinyUnifiedConfig(**kwargs)
         if isinstance(config, dict):
             config = TinyUnifiedConfig(**config)
         if config.image_size % config.patch_size:
             raise ValueError(
-                f"image_size {config.image_size} is not a multiple of patch_size {config.patch_size}"
+                f"image_size {config.image_size} is not a multiple of "
+                f"patch_size {config.patch_size}"
             )
         self.config = config
         self.attention_backend = attention_backend
@@ -189,7 +193,9 @@ class TinyUnified(nn.Module):
         for seg in segments:
             if seg.kind == "text":
                 step = seg.mask.long()
-                positions = (pos[:, None] + step.cumsum(1) - 1).clamp(0, self.config.max_positions - 1)
+                positions = (pos[:, None] + step.cumsum(1) - 1).clamp(
+                    0, self.config.max_positions - 1
+                )
                 pieces.append(self.token_embedding(seg.ids) + self.position_embedding(positions))
                 conds.append(None)
                 valid.append(seg.mask)
@@ -205,22 +211,28 @@ class TinyUnified(nn.Module):
         return torch.cat(pieces, dim=1), conds, torch.cat(valid, dim=1), pos
 
     # ----------------------------------------------------------------- forward
-    def forward(self, segments: list[TextSegment | ImageSegment],
-                cache: KVCache | None = None) -> ForwardOutput:
+    def forward(
+        self, segments: list[TextSegment | ImageSegment], cache: KVCache | None = None
+    ) -> ForwardOutput:
         """Run ``segments`` after the cached context (or from nothing); see the module docstring."""
         for seg in segments:
             if seg.kind == "image":
                 seg.num_tokens = self.config.num_patches
-        batch = segments[0].ids.shape[0] if segments[0].kind == "text" else segments[0].latents.shape[0]
+        batch = (
+            segments[0].ids.shape[0] if segments[0].kind == "text" else segments[0].latents.shape[0]
+        )
         device = self.token_embedding.weight.device
         if cache is None:
             cache = empty_cache(batch, len(self.blocks), device)
         x, conds, new_valid, next_pos = self._embed(segments, cache.next_pos)
-        spans = spans_of([s.length for s in segments], [s.kind for s in segments],
-                         [s.noisy for s in segments])
+        spans = spans_of(
+            [s.length for s in segments], [s.kind for s in segments], [s.noisy for s in segments]
+        )
         mask = build_mask(spans, new_valid, cache.valid)
         backend = select_backend(self.attention_backend, device)
-        keep = torch.cat([torch.full((s.end - s.start,), not s.noisy, device=device) for s in spans])
+        keep = torch.cat(
+            [torch.full((s.end - s.start,), not s.noisy, device=device) for s in spans]
+        )
         keep_all = bool(keep.all())
         keys, values = [], []
         for block, past_k, past_v in zip(self.blocks, cache.keys, cache.values):
@@ -247,8 +259,9 @@ class TinyUnified(nn.Module):
                 col += span.end - span.start
                 ends.append(col)
         visible_valid = new_valid if keep_all else new_valid[:, keep]
-        new_cache = KVCache(keys, values, torch.cat([cache.valid, visible_valid], dim=1),
-                            next_pos, ends)
+        new_cache = KVCache(
+            keys, values, torch.cat([cache.valid, visible_valid], dim=1), next_pos, ends
+        )
         return ForwardOutput(text_logits, velocities, new_cache)
 
     # ----------------------------------------------------------------- rollout helpers
@@ -262,8 +275,9 @@ class TinyUnified(nn.Module):
         sigma = torch.zeros(latents.shape[0], device=latents.device)
         return self.forward([ImageSegment(latents, sigma)], cache).cache
 
-    def extend_text(self, cache: KVCache | None, ids: torch.Tensor,
-                    mask: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
+    def extend_text(
+        self, cache: KVCache | None, ids: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, KVCache]:
         """Text logits [B, n, V] of ``ids`` [B, n] and the cache with them appended."""
         out = self.forward([TextSegment(ids, mask)], cache)
         return out.text_logits[0], out.cache

@@ -1,4 +1,4 @@
-"""An offline word-level tokenizer over a task's vocabulary (no download), saved with checkpoints."""
+"""An offline word-level tokenizer over a task vocabulary (no download), saved with checkpoints."""
 
 from __future__ import annotations
 
@@ -66,5 +66,7 @@ class WordTokenizer:
     def load(cls, path: str | Path) -> WordTokenizer:
         data = json.loads(Path(path).read_text())
         if tuple(data.get("special", ())) != SPECIAL_TOKENS:
-            raise ValueError(f"{path}: special tokens {data.get('special')} differ from {SPECIAL_TOKENS}")
+            raise ValueError(
+                f"{path}: special tokens {data.get('special')} differ from {SPECIAL_TOKENS}"
+            )
         return cls(data["words"])

@@ -37,9 +37,17 @@ class Trajectory(NamedTuple):
 
 
 @torch.no_grad()
-def paint(model, context: KVCache, sigmas: torch.Tensor, *, sampler: FlowStep | None = None,
-          sde_mask: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-          generator: torch.Generator | None = None, guidance=None) -> Trajectory:
+def paint(
+    model,
+    context: KVCache,
+    sigmas: torch.Tensor,
+    *,
+    sampler: FlowStep | None = None,
+    sde_mask: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    guidance=None,
+) -> Trajectory:
     """Denoise from ``noise`` (drawn if None) along ``sigmas`` [N + 1] given the context cache.
 
     Steps where ``sde_mask`` [N] is True use ``sampler`` (an SDE) and record its log-prob;
@@ -67,5 +75,11 @@ def paint(model, context: KVCache, sigmas: torch.Tensor, *, sampler: FlowStep | 
         log_probs.append(out.log_prob)
         means.append(out.mean)
         stds.append(out.std.reshape(batch))
-    return Trajectory(torch.stack(latents, 1), torch.stack(log_probs, 1), torch.stack(means, 1),
-                      torch.stack(stds, 1), sde_mask, sigmas)
+    return Trajectory(
+        torch.stack(latents, 1),
+        torch.stack(log_probs, 1),
+        torch.stack(means, 1),
+        torch.stack(stds, 1),
+        sde_mask,
+        sigmas,
+    )

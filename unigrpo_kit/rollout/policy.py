@@ -35,6 +35,6 @@ class UnifiedTextPolicy:
         return logits[:, 0], cache
 
     def finish(self, tokens: torch.Tensor, mask: torch.Tensor) -> KVCache:
-        """The cache after the whole generation, given the sample's ``tokens`` and ``mask`` [B, T]."""
+        """The cache after the whole generation, from the sample's ``tokens``, ``mask`` [B, T]."""
         last = tokens[:, -1:]
         return self.model.extend_text(self.cache, last, mask[:, -1:])[1]

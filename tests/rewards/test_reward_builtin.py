@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+from unigrpo_kit.registry import REWARDS, UnknownComponentError
+from unigrpo_kit.rewards.composite import WeightedSum
+from unigrpo_kit.rewards.jpeg import JpegCompressibility
+from unigrpo_kit.rewards.judge import QualityReward, ShapeWorldJudge
+from unigrpo_kit.rewards.text import ReasoningReward
+from unigrpo_kit.tasks.shapeworld.prompts import Prompt
+from unigrpo_kit.tasks.shapeworld.renderer import render_batch
+from unigrpo_kit.tasks.shapeworld.scene import Obj, Scene, describe
+from unigrpo_kit.tasks.shapeworld.spec import Rel, Req, Spec
+
+SPEC = Spec((Req("red", "circle"), Req(None, "square")), (Rel(0, "left of", 1),))
+GOOD = Scene((Obj("red", "circle", 0), Obj("green", "square", 1)))
+SWAPPED = Scene((Obj("red", "circle", 1), Obj("green", "square", 0)))  # relation fails: 2/3
+WRONG = Scene((Obj("blue", "triangle", 3),))  # nothing met: 0/3
+PROMPT = Prompt("a red circle left of a square", "position", SPEC, describe(GOOD), GOOD, "train")
+PROMPTS = [PROMPT] * 3
+IMAGES = render_batch([GOOD, SWAPPED, WRONG])
+
+
+def test_judge_strict_and_partial() -> None:
+    strict = ShapeWorldJudge("strict")(prompts=PROMPTS, images=IMAGES)
+    partial = ShapeWorldJudge(mode="partial")(prompts=PROMPTS, images=IMAGES)
+    assert strict.scores.tolist() == [1.0, 0.0, 0.0]
+    assert partial.scores.tolist() == pytest.approx([1.0, 2 / 3, 0.0])
+    assert strict.scores.dtype == torch.float32
+    assert set(strict.metrics) == {"judge/strict", "judge/partial", "quality"}
+    assert torch.equal(strict.metrics["judge/partial"], partial.scores)
+    assert strict.metrics["quality"].tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="mode"):
+        ShapeWorldJudge("lenient")
+
+
+def test_reasoning_reward_modes() -> None:
+    texts = [describe(GOOD), describe(SWAPPED), "red circle somewhere"]
+    outputs = {m: ReasoningReward(m)(prompts=PROMPTS, texts=texts) for m in ("valid", "strict")}
+    partial = ReasoningReward("partial")(prompts=PROMPTS, texts=texts)
+    assert outputs["valid"].scores.tolist() == [1.0, 1.0, 0.0]
+    assert outputs["strict"].scores.tolist() == [1.0, 0.0, 0.0]
+    assert partial.scores.tolist() == pytest.approx([1.0, 2 / 3, 0.0])
+    assert torch.equal(partial.metrics["reasoning/valid"], outputs["valid"].scores)
+
+
+def test_quality_reward_drops_for_noise() -> None:
+    noisy = IMAGES + 0.05 * torch.randn(IMAGES.shape, generator=torch.Generator().manual_seed(0))
+    output = QualityReward()(prompts=PROMPTS, images=torch.cat([IMAGES[:1], noisy[:2].clamp(0, 1)]))
+    assert output.scores[0] == 1.0 and (output.scores[1:] < 0.6).all()
+    assert torch.equal(output.metrics["quality"], output.scores)
+
+
+def test_jpeg_reward_is_minus_kilobytes() -> None:
+    noise = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    images = torch.cat([IMAGES[:1], noise, torch.full((1, 3, 32, 32), 0.5)])
+    output = JpegCompressibility(quality=95)(prompts=PROMPTS, images=images)
+    buffer = io.BytesIO()
+    pixels = (noise[0] * 255).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=95)
+    assert output.scores[1].item() == pytest.approx(-len(buffer.getvalue()) / 1000)
+    assert output.scores[2] > output.scores[0] > output.scores[1]  # flat > shapes > noise
+    assert torch.equal(output.metrics["jpeg/kb"], -output.scores)
+
+
+def test_weighted_sum_built_from_the_registry() -> None:
+    reward = REWARDS.build(
+        dict(
+            type="WeightedSum",
+            rewards=[dict(type="ShapeWorldJudge", mode="partial"), dict(type="ReasoningReward")],
+            weights=[2.0, 0.5],
+        )
+    )
+    assert isinstance(reward, WeightedSum) and reward.needs == {"images", "texts"}
+    texts = [describe(GOOD), describe(GOOD), describe(WRONG)]
+    output = reward(prompts=PROMPTS, images=IMAGES, texts=texts)
+    assert output.scores.tolist() == pytest.approx([2.5, 2 * 2 / 3 + 0.5, 0.0])
+    assert {"judge/strict", "reasoning/valid", "ShapeWorldJudge/score"} <= set(output.metrics)
+    with pytest.raises(ValueError, match="needs images"):
+        reward(prompts=PROMPTS, texts=texts)
+
+
+def test_weighted_sum_errors_and_repeats() -> None:
+    with pytest.raises(ValueError, match="one weight per reward"):
+        WeightedSum([dict(type="QualityReward")], weights=[1.0, 2.0])
+    with pytest.raises(UnknownComponentError, match="ShapeWorldJudge"):
+        WeightedSum([dict(type="ShapeWorldJudg")])
+    twice = WeightedSum([QualityReward(), QualityReward()], weights=[1.0, -1.0])
+    output = twice(prompts=PROMPTS, images=IMAGES)
+    assert output.scores.tolist() == [0.0, 0.0, 0.0]
+    assert {"QualityReward#0/score", "QualityReward#1/score"} <= set(output.metrics)

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from unigrpo_kit.tasks.shapeworld.edits import perturb
+from unigrpo_kit.tasks.shapeworld.lexicon import CATEGORIES, TEMPLATES
+from unigrpo_kit.tasks.shapeworld.scene import Obj, Scene, describe, parse_reasoning
+from unigrpo_kit.tasks.shapeworld.spec import satisfies
+from unigrpo_kit.tasks.shapeworld.task import ShapeWorld
+
+WORLD = ShapeWorld()
+TRAIN = WORLD.sample_prompts(3000, "train", generator=1)
+EVAL = WORLD.sample_prompts(700, "eval", generator=2) + WORLD.eval_prompts()
+
+
+def test_eval_texts_never_appear_in_training() -> None:
+    assert not {p.text for p in EVAL} & {p.text for p in TRAIN}
+    for category, by_split in TEMPLATES.items():
+        assert not set(by_split["train"]) & set(by_split["eval"]), category
+
+
+def test_every_eval_word_is_trained() -> None:
+    rng = random.Random(0)
+    trained = set()
+    for prompt in TRAIN:
+        _, fix = perturb(prompt.scene, rng)
+        trained |= set(f"{prompt.text} {prompt.reasoning} {fix} done".split())
+    eval_words = {word for p in EVAL for word in p.text.split()}
+    assert eval_words <= trained, eval_words - trained
+
+
+def test_texts_are_short_lowercase_vocabulary_words() -> None:
+    vocabulary = WORLD.vocabulary()
+    assert vocabulary == sorted(set(vocabulary))
+    for prompt in TRAIN + EVAL:
+        for text in (prompt.text, prompt.reasoning):
+            assert " ".join(text.split()) == text and text == text.lower()
+            assert set(text.split()) <= set(vocabulary)
+        assert len(prompt.text.split()) <= 16
+
+
+def test_colour_knowledge_is_taught_by_several_train_templates() -> None:
+    assert sum("{C1}" in t for t in TEMPLATES["riddle"]["train"]) >= 4
+    things = {p.text.split("colour of ")[1].split()[:3][-1] for p in TRAIN if "colour of" in p.text}
+    assert len(things) >= 10
+
+
+def test_canonical_scene_satisfies_spec_and_reasoning_round_trips() -> None:
+    for prompt in TRAIN + EVAL:
+        assert satisfies(prompt.scene, prompt.spec), prompt
+        assert parse_reasoning(prompt.reasoning) == prompt.scene
+        assert describe(prompt.scene) == prompt.reasoning
+        assert 1 <= len(prompt.scene.objects) <= 3
+
+
+RIDDLE_FACTS = {
+    "colour of grass": ("color", "green"),
+    "colour of the sky": ("color", "blue"),
+    "colour of a ripe banana": ("color", "yellow"),
+    "colour of a tomato": ("color", "red"),
+    "colour of a plum": ("color", "purple"),
+    "colour of a carrot": ("color", "orange"),
+    "three corners": ("kind", "triangle"),
+    "four equal sides": ("kind", "square"),
+    "no corners": ("kind", "circle"),
+    "one more than two": ("count", 3),
+    "one less than three": ("count", 2),
+}
+
+
+def test_riddles_resolve_to_the_right_attributes() -> None:
+    riddles = [p for p in TRAIN + EVAL if p.category == "riddle"]
+    seen = set()
+    for prompt in riddles:
+        for phrase, (field, value) in RIDDLE_FACTS.items():
+            if phrase in prompt.text:
+                seen.add(phrase)
+                assert any(getattr(req, field) == value for req in prompt.spec.reqs), prompt
+        if "where you start reading" in prompt.text:
+            seen.add("left")
+            assert prompt.spec.rels[0].relation == "left of"
+            left, right = (prompt.spec.reqs[i].kind for i in (0, 1))
+            kinds_by_column = {obj.kind: obj.slot % 2 for obj in prompt.scene.objects}
+            assert kinds_by_column[left] == 0 and kinds_by_column[right] == 1
+    assert seen == set(RIDDLE_FACTS) | {"left"}
+
+
+def test_categories_mix_and_restrict() -> None:
+    counts = {c: sum(p.category == c for p in TRAIN) for c in CATEGORIES}
+    assert min(counts.values()) > 3000 / 7 * 0.8
+    only = WORLD.sample_prompts(50, categories=["counting"], generator=3)
+    assert {p.category for p in only} == {"counting"}
+    assert all(req.count in (2, 3) for p in only for req in p.spec.reqs)
+    no_riddles = ShapeWorld(riddle_weight=0.0).sample_prompts(200, generator=4)
+    assert all(p.category != "riddle" for p in no_riddles)
+    assert WORLD.sample_prompts(5, generator=9) == WORLD.sample_prompts(5, generator=9)
+    with pytest.raises(ValueError, match="choose from"):
+        WORLD.sample_prompts(1, categories=["colours"])
+    with pytest.raises(ValueError, match="split"):
+        WORLD.sample_prompts(1, split="test")
+
+
+def test_eval_set_is_fixed_and_stratified() -> None:
+    prompts = WORLD.eval_prompts(n=70, seed=0)
+    assert [sum(p.category == c for p in prompts) for c in CATEGORIES] == [10] * 7
+    assert prompts == ShapeWorld(seed=123).eval_prompts(n=70, seed=0)
+    assert prompts != WORLD.eval_prompts(n=70, seed=1)
+    assert {p.split for p in prompts} == {"eval"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "red circle",
+        "red circle top middle",
+        "pink circle top left",
+        "red circle top left ; blue square top left",
+        "red circle top left ; blue square top right ; red square bottom left ; red circle "
+        "bottom right",
+        "red circle top left ;",
+        "red circle top left blue square top right",
+    ],
+)
+def test_invalid_reasoning_is_rejected(text: str) -> None:
+    assert parse_reasoning(text) is None
+
+
+def test_reasoning_parse_is_order_free() -> None:
+    scene = parse_reasoning("blue square bottom right ; red circle top left")
+    assert scene == Scene((Obj("red", "circle", 0), Obj("blue", "square", 3)))
+    assert describe(scene) == "red circle top left ; blue square bottom right"

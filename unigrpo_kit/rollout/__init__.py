@@ -1,0 +1,1 @@
+"""Rollouts: the painter (hybrid ODE/SDE denoising) and the text-policy adapter."""

@@ -1,0 +1,5 @@
+"""Tasks: prompt sources. The built-in one is ShapeWorld."""
+
+from .shapeworld import ShapeWorld
+
+__all__ = ["ShapeWorld"]
