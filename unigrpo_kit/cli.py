@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -109,3 +110,200 @@ def list_components(
         listed += 1
     if not listed:
         raise typer.Exit(code=1)
+
+
+# --------------------------------------------------------------------------- runs
+def _fail(message: str, code: int = 2) -> None:
+    """Print one line on stderr and exit: the way every user error leaves the CLI."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=code)
+
+
+def _user_errors():
+    """The exceptions that mean bad input (a recipe, a key, a name, a checkpoint), not a bug."""
+    from unigrpo_kit.recipe import RecipeError
+    from unigrpo_kit.registry import UnknownComponentError
+
+    return (RecipeError, UnknownComponentError, FileNotFoundError, FileExistsError, ValueError)
+
+
+def _recipe(path: Path, options: list[str] | None, ctx: typer.Context | None = None):
+    """Load the recipe; key=value words after ``--cfg-options`` count as more overrides, as in
+    mmengine's ``--cfg-options a=1 b=2``."""
+    from unigrpo_kit.recipe import load_recipe
+
+    options = list(options or [])
+    for extra in ctx.args if ctx is not None else []:
+        if extra.startswith("-") or "=" not in extra:
+            _fail(f"unexpected argument {extra!r}; overrides are key=value after --cfg-options")
+        options.append(extra)
+    try:
+        return load_recipe(path, options)
+    except _user_errors() as error:
+        _fail(str(error))
+
+
+def _work_dir(cfg, work_dir: Path | None) -> Path:
+    return work_dir if work_dir is not None else Path("work_dirs") / cfg.recipe_name
+
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe file, e.g. recipes/unified_multiround.py")]
+CfgOptions = Annotated[
+    list[str] | None,
+    typer.Option("--cfg-options", help="Override recipe keys: key=value (repeatable)."),
+]
+
+
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@app.command(context_settings=EXTRA_ARGS)
+def train(
+    ctx: typer.Context,
+    recipe: RecipeArg,
+    cfg_options: CfgOptions = None,
+    work_dir: Annotated[Path | None, typer.Option(help="Default: work_dirs/<recipe name>.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the work dir's last checkpoint.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train a recipe: metrics, samples and checkpoints go to the work dir."""
+    from unigrpo_kit import runner
+    from unigrpo_kit.trainer import OffPolicyError
+
+    cfg = _recipe(recipe, cfg_options, ctx)
+    directory = _work_dir(cfg, work_dir)
+    try:
+        runner.train(cfg, directory, resume=resume, quiet=quiet)
+    except OffPolicyError as error:
+        _fail(str(error), code=1)
+    except _user_errors() as error:
+        _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
+    typer.echo(f"done: {directory}")
+
+
+def _load_for_eval(cfg, checkpoint: str | None, work_dir: Path | None):
+    from unigrpo_kit.models.checkpoint import load_model
+    from unigrpo_kit.runner import checkpoint_folder, latest_checkpoint
+
+    if checkpoint is None:
+        found = latest_checkpoint(_work_dir(cfg, work_dir))
+        checkpoint = str(found) if found is not None else cfg.model.checkpoint
+    try:
+        folder = checkpoint_folder(checkpoint)
+        model, tokenizer = load_model(
+            folder, attention_backend=cfg.model.get("attention_backend", "auto")
+        )
+    except _user_errors() as error:
+        _fail(str(error))
+    return model, tokenizer, folder
+
+
+@app.command("eval", context_settings=EXTRA_ARGS)
+def evaluate(
+    ctx: typer.Context,
+    recipe: RecipeArg,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="Checkpoint folder, run work dir, or shipped name (tiny-base). "
+            "Default: the recipe's latest checkpoint, else its base model."
+        ),
+    ] = None,
+    num_prompts: Annotated[int | None, typer.Option(help="Eval prompts (default: recipe).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Eval seed (default: recipe).")] = None,
+    cfg_options: CfgOptions = None,
+    work_dir: Annotated[Path | None, typer.Option(help="Default: work_dirs/<recipe name>.")] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object last.")
+    ] = False,
+) -> None:
+    """Score a checkpoint on the eval prompts (strict, partial, per category, quality)."""
+    import json
+
+    import torch
+
+    from unigrpo_kit.evaluation import evaluate as run_eval
+    from unigrpo_kit.registry import TASKS
+
+    cfg = _recipe(recipe, cfg_options, ctx)
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg.threads)
+    model, tokenizer, folder = _load_for_eval(cfg, checkpoint, work_dir)
+    ev, roll = cfg.evaluation, cfg.rollout
+    try:
+        task = TASKS.build(cfg.task)
+    except _user_errors() as error:
+        _fail(str(error))
+    scores = run_eval(
+        model,
+        tokenizer,
+        task,
+        num_prompts=num_prompts if num_prompts is not None else ev.num_prompts,
+        seed=seed if seed is not None else ev.seed,
+        steps=ev.steps,
+        shift=roll.shift,
+        reasoning=roll.reasoning,
+        max_rounds=roll.max_rounds,
+        guidance_scale=ev.get("guidance_scale", 1.0),
+    )
+    table = Table(title=f"eval of {folder}", title_justify="left")
+    table.add_column("metric", style="bold cyan")
+    table.add_column("value", justify="right")
+    for key, value in scores.items():
+        table.add_row(key, f"{value:.4f}")
+    Console(stderr=json_output).print(table)
+    if json_output:
+        typer.echo(json.dumps({"checkpoint": str(folder), **scores}))
+
+
+@app.command(context_settings=EXTRA_ARGS)
+def sample(
+    ctx: typer.Context,
+    recipe: RecipeArg,
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write.")],
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(help="Checkpoint folder, run work dir, or shipped name (tiny-base)."),
+    ] = None,
+    prompt: Annotated[
+        list[str] | None,
+        typer.Option("--prompt", help="A prompt (repeatable). Default: eight eval prompts."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the painting noise.")] = 0,
+    cfg_options: CfgOptions = None,
+    work_dir: Annotated[Path | None, typer.Option(help="Default: work_dirs/<recipe name>.")] = None,
+) -> None:
+    """Paint an image grid (prompt, reasoning, reflections and images) with a checkpoint."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from unigrpo_kit.evaluation import eval_engine
+    from unigrpo_kit.registry import TASKS
+    from unigrpo_kit.visualize import episode_grid
+
+    cfg = _recipe(recipe, cfg_options, ctx)
+    if out.suffix.lower() != ".png":
+        _fail(f"--out {out} must be a .png file")
+    model, tokenizer, _ = _load_for_eval(cfg, checkpoint, work_dir)
+    if prompt:
+        unknown = sorted({w for p in prompt for w in p.split()} - set(tokenizer.stoi))
+        if unknown:
+            _fail(f"--prompt uses words outside the model's vocabulary: {', '.join(unknown[:5])}")
+        prompts = [SimpleNamespace(text=" ".join(p.lower().split())) for p in prompt]
+    else:
+        prompts = TASKS.build(cfg.task).eval_prompts(8, seed=seed)
+    roll = cfg.rollout
+    engine = eval_engine(
+        model,
+        tokenizer,
+        reasoning=roll.reasoning,
+        max_rounds=roll.max_rounds,
+        steps=cfg.evaluation.steps,
+        shift=roll.shift,
+    )
+    batch = engine.rollout(prompts, 1, generator=torch.Generator().manual_seed(seed))
+    episode_grid(batch, out, max_rows=len(prompts))
+    typer.echo(f"wrote {out}")

@@ -3,7 +3,9 @@
 Each ``__call__`` returns the UNWEIGHTED scalar penalty; the trainer adds ``weight * value`` to
 the loss it minimises. Class attributes tell the trainer what to feed them: ``needs_reference``
 (whether a frozen reference model must be run) and ``domain`` ("text" for token tensors
-``[B, T]``, "image" for denoising-step tensors ``[B, K, ...]``).
+``[B, T]``, "image" for denoising-step tensors ``[B, K, ...]``). The trainer calls
+``penalty(current, reference)`` with the recomputed terms of its domain (see
+:mod:`unigrpo_kit.rollout.recompute`), so a new regularizer is one class and one registration.
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ class TokenKL:
         self.estimator = estimator
         self.weight = check_weight(weight)
 
+    def penalty(self, current, reference) -> Tensor:
+        """The trainer's entry point: token terms of the policy and of the reference."""
+        return self(current.log_probs, reference.log_probs, current.mask)
+
     def __call__(self, logp: Tensor, ref_logp: Tensor, mask: Tensor | None = None) -> Tensor:
         require_shape(ref_logp, logp.shape, "ref_logp (like logp)")
         if mask is not None:
@@ -117,6 +123,10 @@ class LatentKL:
     def __init__(self, weight: float = 0.04) -> None:
         self.weight = check_weight(weight)
 
+    def penalty(self, current, reference) -> Tensor:
+        """The trainer's entry point: image terms of the policy and of the reference."""
+        return self(current.means, reference.means, current.stds, current.mask)
+
     def __call__(
         self, mean: Tensor, ref_mean: Tensor, std: Tensor | float, mask: Tensor | None = None
     ) -> Tensor:
@@ -151,6 +161,10 @@ class VelocityMSE:
     def __init__(self, weight: float = 1.5e-5) -> None:
         self.weight = check_weight(weight)
 
+    def penalty(self, current, reference) -> Tensor:
+        """The trainer's entry point: image terms of the policy and of the reference."""
+        return self(current.velocities, reference.velocities, current.mask)
+
     def __call__(
         self, velocity: Tensor, ref_velocity: Tensor, mask: Tensor | None = None
     ) -> Tensor:
@@ -177,6 +191,10 @@ class Entropy:
 
     def __init__(self, weight: float = 1e-3) -> None:
         self.weight = check_weight(weight)
+
+    def penalty(self, current, reference=None) -> Tensor:
+        """The trainer's entry point: the policy's token terms (no reference needed)."""
+        return self(current.logits, current.mask)
 
     def __call__(self, logits: Tensor, mask: Tensor | None = None) -> Tensor:
         if logits.dim() != 3:

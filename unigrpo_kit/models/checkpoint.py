@@ -62,19 +62,22 @@ def atomic_write_dir(target: Path, write) -> None:
         shutil.rmtree(old)
 
 
+def write_model_files(
+    model: TinyUnified, tokenizer: WordTokenizer, folder: Path, extra: dict | None = None
+) -> None:
+    """Write weights, config and tokenizer into an existing ``folder`` (not atomic by itself)."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"))
+    meta = {"type": type(model).__name__, "config": model.config_dict(), **(extra or {})}
+    (folder / "config.json").write_text(json.dumps(meta, indent=2))
+    tokenizer.save(folder / "tokenizer.json")
+
+
 def save_model(
     model: TinyUnified, tokenizer: WordTokenizer, folder: str | Path, extra: dict | None = None
 ) -> None:
     """Write weights, config and tokenizer to ``folder`` atomically."""
-
-    def write(tmp: Path) -> None:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"))
-        meta = {"type": type(model).__name__, "config": model.config_dict(), **(extra or {})}
-        (tmp / "config.json").write_text(json.dumps(meta, indent=2))
-        tokenizer.save(tmp / "tokenizer.json")
-
-    atomic_write_dir(Path(folder), write)
+    atomic_write_dir(Path(folder), lambda tmp: write_model_files(model, tokenizer, tmp, extra))
 
 
 def load_model(

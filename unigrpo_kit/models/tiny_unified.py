@@ -87,7 +87,7 @@ class Expert(nn.Module):
         self.norm2 = nn.LayerNorm(d_model, elementwise_affine=affine_norm, eps=1e-6)
         hidden = int(d_model * mlp_ratio)
         self.mlp = nn.Sequential(
-            nn.Linear(d_model, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d_model)
+            nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model)
         )
 
 
@@ -281,6 +281,16 @@ class TinyUnified(nn.Module):
         """Text logits [B, n, V] of ``ids`` [B, n] and the cache with them appended."""
         out = self.forward([TextSegment(ids, mask)], cache)
         return out.text_logits[0], out.cache
+
+    def expert_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by expert: "text" (embeddings, text experts, LM head) and "image" (the rest:
+        patch and sigma embeddings, image experts, their modulation, the velocity head)."""
+        text_prefixes = ("token_embedding", "position_embedding", "text_norm", "lm_head")
+        groups: dict[str, list[nn.Parameter]] = {"text": [], "image": []}
+        for name, param in self.named_parameters():
+            is_text = name.startswith(text_prefixes) or ".text." in name
+            groups["text" if is_text else "image"].append(param)
+        return groups
 
     def config_dict(self) -> dict:
         data = asdict(self.config)

@@ -1,0 +1,14 @@
+# UniGRPO: GRPO on tokens + Flow-GRPO on SDE-window steps, one shared group advantage,
+# velocity-MSE instead of the latent KL. Rates for the 2M-parameter model: see docs/training.md.
+algorithm = dict(
+    advantage=dict(type="GroupNorm", clip=5.0),
+    text_loss=dict(type="GRPOLoss", clip_eps=0.2, agg="seq-mean-token-mean"),
+    image_loss=dict(type="FlowGRPOLoss", clip_eps=1e-3, ratio_norm=False),
+    image_loss_weight=1.0,
+    regularizers=[dict(type="VelocityMSE", weight=1.5e-5)],
+    inner_epochs=2,
+    minibatch_size=32,
+    grad_clip=1.0,
+    self_check_tol=1e-3,
+)
+optimizer = dict(lr_text=3e-5, lr_image=1e-4, betas=(0.9, 0.999), weight_decay=0.0)

@@ -1,0 +1,15 @@
+# One round: prompt -> reasoning -> image; no classifier-free guidance (linear rollouts).
+rollout = dict(
+    mode="unified",
+    reasoning=True,
+    prompts_per_step=8,
+    group_size=8,
+    num_steps=10,
+    shift=1.0,
+    max_rounds=1,
+    guidance_scale=1.0,
+    text_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=32),
+    reflection_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=16),
+    image_sampler=dict(type="FlowSDE", noise_level=0.7),
+    window=dict(type="FixedWindow", window_size=3, window_range=(0, 5)),
+)

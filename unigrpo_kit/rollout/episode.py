@@ -1,0 +1,141 @@
+"""Episodes: interleaved text and image segments with what sampling recorded, batched.
+
+A batch of N episodes shares one segment layout (every row has the same kinds of segments in
+the same order); rows that stopped early (the model said ``done``) keep their later segments
+with ``active`` False, which removes them from training and from the reward. Segment i's
+context is segments[:i]: the model reads all of it, with images as their clean final latents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .painter import Trajectory
+
+
+@dataclass
+class TextSegmentRecord:
+    """Text of N episodes: ids [N, n] and mask [N, n].
+
+    ``log_probs`` [N, n] (float32, 0 where ``mask`` is False) are the sampling-time log-probs of
+    generated text; given text (a prompt, a ``<look>`` marker) has ``log_probs`` None and is not
+    trained. ``active`` [N] marks the rows for which this segment exists.
+    """
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    log_probs: torch.Tensor | None = None
+    active: torch.Tensor | None = None
+
+    kind = "text"
+
+    @property
+    def generated(self) -> bool:
+        return self.log_probs is not None
+
+    @property
+    def train_mask(self) -> torch.Tensor:
+        """[N, n] tokens that the text loss trains on."""
+        active = self.active if self.active is not None else torch.ones_like(self.mask[:, 0])
+        return self.mask & active[:, None]
+
+
+@dataclass
+class ImageSegmentRecord:
+    """One painted image per episode, with its denoising trajectory.
+
+    ``trajectory`` holds the sigma schedule, the latents along the way, which steps were SDE
+    steps (trained) and their log-probs, means and stds. ``context_latents`` [N, C, H, W] is
+    the clean image later segments see (the final latents clamped to [-1, 1]). ``active`` [N]
+    marks the rows that painted this image.
+    """
+
+    trajectory: Trajectory
+    active: torch.Tensor
+    guidance_scale: float = 1.0
+
+    kind = "image"
+
+    @property
+    def context_latents(self) -> torch.Tensor:
+        return self.trajectory.final.clamp(-1, 1)
+
+    @property
+    def images(self) -> torch.Tensor:
+        """[N, 3, H, W] in [0, 1]."""
+        return (self.context_latents + 1) / 2
+
+
+@dataclass
+class EpisodeBatch:
+    """N episodes (``len(prompts)``), G per prompt; ``group_ids`` [N] says which prompt.
+
+    ``rewards`` and ``advantages`` [N] are filled in by the trainer after scoring.
+    """
+
+    prompts: list
+    group_ids: torch.Tensor
+    segments: list[TextSegmentRecord | ImageSegmentRecord]
+    texts: list[str] = field(default_factory=list)
+    reflections: list[list[str]] = field(default_factory=list)
+    rewards: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+    reward_metrics: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def image_segments(self) -> list[ImageSegmentRecord]:
+        return [s for s in self.segments if s.kind == "image"]
+
+    def final_images(self) -> torch.Tensor | None:
+        """[N, 3, H, W]: each row's last image it actually painted (None without images)."""
+        images = None
+        for seg in self.image_segments:
+            current = seg.images
+            images = (
+                current
+                if images is None
+                else torch.where(seg.active[:, None, None, None], current, images)
+            )
+        return images
+
+    def rounds(self) -> torch.Tensor:
+        """[N] how many images each row painted."""
+        return sum(seg.active.long() for seg in self.image_segments)
+
+    def select(self, rows: torch.Tensor) -> EpisodeBatch:
+        """The episodes at index ``rows`` (a LongTensor), e.g. one minibatch."""
+        index = rows.tolist()
+
+        def pick(seg):
+            if seg.kind == "text":
+                return TextSegmentRecord(
+                    seg.ids[rows],
+                    seg.mask[rows],
+                    None if seg.log_probs is None else seg.log_probs[rows],
+                    None if seg.active is None else seg.active[rows],
+                )
+            t = seg.trajectory
+            trajectory = Trajectory(
+                t.latents[rows],
+                t.log_probs[rows],
+                t.means[rows],
+                t.stds[rows],
+                t.sde_mask,
+                t.sigmas,
+            )
+            return ImageSegmentRecord(trajectory, seg.active[rows], seg.guidance_scale)
+
+        return EpisodeBatch(
+            prompts=[self.prompts[i] for i in index],
+            group_ids=self.group_ids[rows],
+            segments=[pick(s) for s in self.segments],
+            texts=[self.texts[i] for i in index] if self.texts else [],
+            reflections=[[r[i] for i in index] for r in self.reflections],
+            rewards=None if self.rewards is None else self.rewards[rows],
+            advantages=None if self.advantages is None else self.advantages[rows],
+        )

@@ -1,0 +1,144 @@
+"""Recomputing, with gradients, what sampling recorded: token log-probs and SDE-step log-probs.
+
+One forward pass reads the whole episode (text, and every image as its clean final latents):
+its text logits give the log-probs of every generated token, and its cache is the context of
+every image. Then, for each image, the trained (SDE) steps of all rows are batched into one
+velocity call over that image's prefix of the cache, and the sampler scores the recorded next
+latents under the new Gaussian. Gradients reach both experts through the shared attention.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ..models.layout import ImageSegment, TextSegment
+from ..samplers.flow import FlowStep
+from ..samplers.text import TextSampler
+from .episode import EpisodeBatch
+
+
+class TextTerms(NamedTuple):
+    """Over all generated tokens [N, T_total]; ``logits`` [N, T_total, V] predicted them."""
+
+    log_probs: torch.Tensor
+    old_log_probs: torch.Tensor
+    mask: torch.Tensor
+    logits: torch.Tensor
+
+
+class ImageTerms(NamedTuple):
+    """Over all trained steps [N, K_total]; means and velocities are [N, K_total, C, H, W]."""
+
+    log_probs: torch.Tensor
+    old_log_probs: torch.Tensor
+    mask: torch.Tensor
+    means: torch.Tensor
+    old_means: torch.Tensor
+    stds: torch.Tensor
+    dts: torch.Tensor
+    velocities: torch.Tensor
+
+
+class Recomputed(NamedTuple):
+    """The recomputed terms of each kind; None for a kind that is not trained."""
+
+    text: TextTerms | None
+    image: ImageTerms | None
+
+
+def model_segments(batch: EpisodeBatch) -> list:
+    """The model's view of an episode batch: text as ids, images as clean final latents."""
+    out = []
+    for seg in batch.segments:
+        if seg.kind == "text":
+            out.append(TextSegment(seg.ids, seg.mask))
+        else:
+            latents = seg.context_latents
+            out.append(ImageSegment(latents, torch.zeros(latents.shape[0], device=latents.device)))
+    return out
+
+
+def recompute(
+    model,
+    batch: EpisodeBatch,
+    *,
+    text_sampler: TextSampler | None,
+    image_sampler: FlowStep,
+    train_text: bool = True,
+    train_image: bool = True,
+    null_cache=None,
+) -> Recomputed:
+    """Log-probs of the recorded actions under ``model`` (with gradients if enabled)."""
+    out = model(model_segments(batch))
+    text = None
+    if train_text and text_sampler is not None:
+        text = _text_terms(batch, out.text_logits, text_sampler)
+    image = (
+        _image_terms(model, batch, out.cache, image_sampler, null_cache) if train_image else None
+    )
+    return Recomputed(text, image)
+
+
+def _text_terms(batch, text_logits, sampler) -> TextTerms | None:
+    logp, old, masks, logits_all = [], [], [], []
+    text_index = -1
+    previous_logits = None
+    for seg in batch.segments:
+        if seg.kind != "text":
+            continue
+        text_index += 1
+        logits = text_logits[text_index]
+        if seg.generated:
+            # Token j is predicted at column j - 1; token 0 by the last column of the text just
+            # before it (a left-padded prompt or a <look> marker, so that column is always real).
+            predicting = torch.cat([previous_logits[:, -1:], logits[:, :-1]], dim=1)
+            logp.append(sampler.token_log_probs(predicting, seg.ids))
+            old.append(seg.log_probs)
+            masks.append(seg.train_mask)
+            logits_all.append(predicting)
+        previous_logits = logits
+    if not logp:
+        return None
+    return TextTerms(
+        torch.cat(logp, 1), torch.cat(old, 1), torch.cat(masks, 1), torch.cat(logits_all, 1)
+    )
+
+
+def _image_terms(model, batch, cache, sampler, null_cache) -> ImageTerms | None:
+    pieces = []
+    for position, seg in enumerate(batch.segments):
+        if seg.kind != "image":
+            continue
+        t = seg.trajectory
+        steps = torch.nonzero(t.sde_mask).flatten()
+        if steps.numel() == 0:
+            continue
+        n, k = t.latents.shape[0], steps.numel()
+        x = t.latents[:, steps].flatten(0, 1)
+        x_next = t.latents[:, steps + 1].flatten(0, 1)
+        sigma = t.sigmas[steps].to(x.device).repeat(n)
+        sigma_next = t.sigmas[steps + 1].to(x.device).repeat(n)
+        context = cache.prefix(position).repeat_interleave(k)
+        velocity = model.velocity(context, x, sigma)
+        if seg.guidance_scale != 1.0:
+            v_null = model.velocity(null_cache.repeat_interleave(k), x, sigma)
+            velocity = v_null + seg.guidance_scale * (velocity - v_null)
+        step = sampler.step(velocity, sigma, sigma_next, x, prev_sample=x_next)
+        shape = (n, k, *x.shape[1:])
+        pieces.append(
+            ImageTerms(
+                step.log_prob.view(n, k),
+                t.log_probs[:, steps],
+                seg.active[:, None].expand(n, k),
+                step.mean.view(shape),
+                t.means[:, steps],
+                t.stds[:, steps],
+                (sigma_next - sigma).view(n, k),
+                velocity.view(shape),
+            )
+        )
+    if not pieces:
+        return None
+    return ImageTerms(*(torch.cat(parts, dim=1) for parts in zip(*pieces)))

@@ -1,0 +1,286 @@
+"""The UniGRPO trainer: one loop for text-only, image-only and unified (multi-round) training.
+
+Per step (UniGRPO, arXiv 2603.23500, Sec. 3):
+
+1. collect G episodes for each of P prompts with the current policy (no gradients);
+2. score each episode once, at its end: R_i (one sparse terminal reward);
+3. one group-relative advantage per episode, A_i = (R_i - mean_G R) / std_G R, shared by all its
+   generated tokens and all its trained denoising steps;
+4. K inner epochs over minibatches of episodes, minimising
+       J = J_text (GRPO, Eq. 2) + lambda * J_flow (Flow-GRPO over SDE-window steps, Eq. 6)
+           + sum_r w_r * regularizer_r   (velocity MSE, Eq. 8, by default for images)
+   with gradient clipping; the first minibatch of the first epoch checks that the recomputed
+   log-probs equal the recorded ones (ratio 1), and stops the run if they do not;
+5. log, save samples and checkpoints.
+
+Everything is built from the recipe through the registries; nothing here knows which
+sampler, loss, advantage, regularizer or reward it runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .registry import ADVANTAGES, LOSSES, REGULARIZERS, REWARDS, SAMPLERS, TASKS
+from .rollout.engine import RolloutEngine, null_context
+from .rollout.recompute import recompute
+
+MODES = ("text", "image", "unified")
+
+
+class OffPolicyError(RuntimeError):
+    """Recomputed log-probs differ from those recorded at sampling: training is off-policy."""
+
+
+@dataclass
+class StepResult:
+    metrics: dict
+    batch: object
+
+
+def mean_of(values: list[float]) -> float:
+    return sum(values) / max(len(values), 1)
+
+
+class UniGRPOTrainer:
+    """Builds every component from a recipe (an mmengine Config) and runs the GRPO loop."""
+
+    def __init__(self, cfg, model, tokenizer):
+        self.cfg = cfg
+        self.model = model
+        self.tokenizer = tokenizer
+        algo, roll = cfg.algorithm, cfg.rollout
+        self.mode = roll.mode
+        if self.mode not in MODES:
+            raise ValueError(f"rollout.mode={self.mode!r}: use one of {', '.join(MODES)}")
+        self.train_text = self.mode in ("text", "unified")
+        self.train_image = self.mode in ("image", "unified")
+        self.task = TASKS.build(cfg.task)
+        self.reward = REWARDS.build(cfg.reward)
+        self.advantage = ADVANTAGES.build(algo.advantage)
+        self.text_loss = LOSSES.build(algo.text_loss) if self.train_text else None
+        self.image_loss = LOSSES.build(algo.image_loss) if self.train_image else None
+        self.regularizers = [REGULARIZERS.build(r) for r in algo.get("regularizers", [])]
+        self.regularizers = [
+            r
+            for r in self.regularizers
+            if (r.domain == "text" and self.train_text)
+            or (r.domain == "image" and self.train_image)
+        ]
+        needs_reference = any(r.needs_reference for r in self.regularizers)
+        frozen_painter = self.mode == "text" and "images" in self.reward.needs
+        self.reference = None
+        if needs_reference or frozen_painter:
+            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        self.image_sampler = SAMPLERS.build(roll.image_sampler)
+        text_sampler = None
+        if roll.reasoning:
+            text_sampler = SAMPLERS.build(
+                self._with_tokens(roll.text_sampler, tokenizer.end_think_id)
+            )
+        self.text_sampler = text_sampler
+        reflection = roll.get("reflection_sampler")
+        if reflection:
+            reflection = SAMPLERS.build(self._with_tokens(reflection, tokenizer.end_look_id))
+        self.engine = RolloutEngine(
+            model,
+            tokenizer,
+            image_sampler=self.image_sampler,
+            window=SAMPLERS.build(roll.window) if self.train_image else None,
+            text_sampler=text_sampler,
+            reflection_sampler=reflection,
+            reasoning=roll.reasoning,
+            num_steps=roll.num_steps,
+            shift=roll.shift,
+            max_rounds=roll.max_rounds,
+            guidance_scale=roll.guidance_scale,
+            train_text=self.train_text,
+            train_image=self.train_image,
+            paint_images=self.train_image or "images" in self.reward.needs,
+            painter=self.reference if frozen_painter else None,
+        )
+        self.optimizer = self._optimizer(cfg.optimizer)
+        self.rng = random.Random(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+
+    # ------------------------------------------------------------------ set-up
+    def _with_tokens(self, sampler_cfg, stop_id: int) -> dict:
+        """A text-sampler config with the tokenizer's stop and pad ids filled in when absent."""
+        cfg = dict(sampler_cfg)
+        cfg.setdefault("stop_token_ids", (stop_id,))
+        cfg.setdefault("pad_token_id", self.tokenizer.pad_id)
+        return cfg
+
+    def _optimizer(self, opt) -> torch.optim.Optimizer:
+        """AdamW with one parameter group per expert; an expert with lr 0 is frozen."""
+        groups = []
+        for name, params in self.model.expert_parameters().items():
+            lr = opt[f"lr_{name}"]
+            trains = (name == "text" and self.train_text) or (name == "image" and self.train_image)
+            if lr > 0 and trains:
+                groups.append({"params": params, "lr": lr, "name": name})
+            else:
+                for p in params:
+                    p.requires_grad_(False)
+        if not groups:
+            raise ValueError(
+                "optimizer: every expert is frozen (lr_text and lr_image are 0 or "
+                "unused by rollout.mode); nothing would train"
+            )
+        return torch.optim.AdamW(groups, betas=tuple(opt.betas), weight_decay=opt.weight_decay)
+
+    # ------------------------------------------------------------------ the loop
+    def train_step(self) -> StepResult:
+        """One GRPO iteration; returns its metrics and the episode batch."""
+        cfg, roll, algo = self.cfg, self.cfg.rollout, self.cfg.algorithm
+        start = time.perf_counter()
+        progress = self.step / max(1, cfg.schedule.steps)
+
+        # 1. collect
+        prompts = self.task.sample_prompts(roll.prompts_per_step, split="train", generator=self.rng)
+        self.model.eval()
+        batch = self.engine.rollout(
+            prompts, roll.group_size, generator=self.generator, progress=progress
+        )
+        rollout_s = time.perf_counter() - start
+
+        # 2. score, 3. advantage
+        scored = self.reward(prompts=batch.prompts, images=batch.final_images(), texts=batch.texts)
+        batch.rewards = scored.scores.float()
+        batch.advantages = self.advantage(batch.rewards, batch.group_ids).float()
+
+        # 4. inner epochs over minibatches
+        self.model.train()
+        logs: dict[str, list[float]] = {}
+        self_check = 0.0
+        n = len(batch)
+        for epoch in range(algo.inner_epochs):
+            order = torch.randperm(n, generator=self.generator)
+            for first in range(0, n, algo.minibatch_size):
+                minibatch = batch.select(order[first : first + algo.minibatch_size])
+                loss, parts, deviation = self.loss(minibatch)
+                if epoch == 0 and first == 0:
+                    self_check = self.check_on_policy(deviation)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    [p for g in self.optimizer.param_groups for p in g["params"]], algo.grad_clip
+                )
+                self.optimizer.step()
+                parts["grad_norm"] = float(grad_norm)
+                for key, value in parts.items():
+                    logs.setdefault(key, []).append(value)
+        self.step += 1
+
+        metrics = {
+            "step": self.step,
+            "reward/mean": float(batch.rewards.mean()),
+            "reward/std": float(batch.rewards.std(unbiased=False)),
+            "ratio/self_check_max_dev": self_check,
+            "rounds/mean": float(batch.rounds().float().mean()),
+            **{k: float(v.float().mean()) for k, v in scored.metrics.items()},
+            **{k: mean_of(v) for k, v in logs.items()},
+            "time/rollout_s": rollout_s,
+            "time/step_s": time.perf_counter() - start,
+        }
+        metrics.setdefault("loss/text", 0.0)
+        metrics.setdefault("loss/image", 0.0)
+        return StepResult(metrics, batch)
+
+    def loss(self, minibatch):
+        """J_text + lambda * J_flow + weighted regularizers on one minibatch of episodes."""
+        algo = self.cfg.algorithm
+        null = None
+        if self.cfg.rollout.guidance_scale != 1.0:
+            null = null_context(
+                self.model, self.tokenizer, len(minibatch), minibatch.group_ids.device
+            )
+        current = recompute(
+            self.model,
+            minibatch,
+            text_sampler=self.text_sampler,
+            image_sampler=self.image_sampler,
+            train_text=self.train_text,
+            train_image=self.train_image,
+            null_cache=null,
+        )
+        reference = None
+        if any(r.needs_reference for r in self.regularizers):
+            with torch.no_grad():
+                ref_null = (
+                    None
+                    if null is None
+                    else null_context(
+                        self.reference, self.tokenizer, len(minibatch), minibatch.group_ids.device
+                    )
+                )
+                reference = recompute(
+                    self.reference,
+                    minibatch,
+                    text_sampler=self.text_sampler,
+                    image_sampler=self.image_sampler,
+                    train_text=self.train_text,
+                    train_image=self.train_image,
+                    null_cache=ref_null,
+                )
+        advantages = minibatch.advantages
+        total = torch.zeros(())
+        parts: dict[str, float] = {}
+        deviation: dict[str, float] = {}
+        if current.text is not None:
+            t = current.text
+            out = self.text_loss(t.log_probs, t.old_log_probs, advantages, t.mask)
+            total = total + out.loss
+            parts["loss/text"] = float(out.loss.detach())
+            parts.update({f"text/{k}": float(v) for k, v in out.metrics.items()})
+            deviation["text"] = _max_deviation(t.log_probs, t.old_log_probs, t.mask)
+        if current.image is not None:
+            i = current.image
+            out = self.image_loss(
+                i.log_probs,
+                i.old_log_probs,
+                advantages,
+                i.mask,
+                mean=i.means,
+                old_mean=i.old_means,
+                std=i.stds,
+                dt=i.dts,
+            )
+            total = total + algo.image_loss_weight * out.loss
+            parts["loss/image"] = float(out.loss.detach())
+            parts.update({f"image/{k}": float(v) for k, v in out.metrics.items()})
+            deviation["image"] = _max_deviation(i.log_probs, i.old_log_probs, i.mask)
+        for reg in self.regularizers:
+            terms = getattr(current, reg.domain)
+            if terms is None:
+                continue
+            ref_terms = getattr(reference, reg.domain) if reg.needs_reference else None
+            value = reg.penalty(terms, ref_terms)
+            total = total + reg.weight * value
+            parts[f"reg/{type(reg).__name__}"] = float(value.detach())
+        return total, parts, deviation
+
+    def check_on_policy(self, deviation: dict[str, float]) -> float:
+        """The largest |log pi_new - log pi_old| at the first minibatch; raise if too large."""
+        tol = self.cfg.algorithm.self_check_tol
+        worst = max(deviation.values(), default=0.0)
+        for kind, value in deviation.items():
+            if value > tol:
+                raise OffPolicyError(
+                    f"on-policy self-check failed: {kind} segment log-probs deviate by "
+                    f"{value:.3g} (> algorithm.self_check_tol={tol}) at the first minibatch; "
+                    "rollout and training compute different distributions"
+                )
+        return worst
+
+
+def _max_deviation(new: torch.Tensor, old: torch.Tensor, mask: torch.Tensor) -> float:
+    if not bool(mask.any()):
+        return 0.0
+    return float((new.detach() - old).abs()[mask].max())
