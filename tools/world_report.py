@@ -1,0 +1,91 @@
+"""The figures and numbers of docs/world.md, from a checkpoint and a pretraining run.
+
+    python tools/world_report.py --checkpoint tiny-base --pretrain-dir work_dirs/pretrain \
+        --out docs/assets
+
+Writes ``world_renders.png`` (exact renders of train prompts with their reasoning),
+``base_samples.png`` (the model's own reasoning and images on eval prompts),
+``pretrain_curve.png`` (minutes of pretraining vs eval strict and partial scores) and
+``world_scores.json`` (the base model's eval scores by category, with reasoning and without).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from unigrpo_kit.evaluation import eval_engine, evaluate
+from unigrpo_kit.models.checkpoint import load_model
+from unigrpo_kit.tasks.shapeworld import ShapeWorld
+from unigrpo_kit.visualize import episode_grid, grid
+
+
+def renders_figure(task: ShapeWorld, path: Path) -> None:
+    rows = []
+    for category in task.categories:
+        prompts = task.sample_prompts(1, split="train", generator=len(rows), categories=[category])
+        prompt = prompts[0]
+        rows.append({"lines": [f"[{category}] {prompt.text}", f"reasoning: {prompt.reasoning}"],
+                     "images": [task.render(prompt.scene)]})
+    grid(rows, path)
+
+
+def curve_figure(curve_file: Path, path: Path) -> list[dict]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [json.loads(line) for line in curve_file.read_text().splitlines() if line.strip()]
+    minutes = [p["minutes"] for p in points]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(minutes, [p["judge/strict"] for p in points], marker="o", label="strict")
+    ax.plot(minutes, [p["judge/partial"] for p in points], marker="o", label="partial")
+    ax.set_xlabel("pretraining minutes (2-core CPU, 1 thread)")
+    ax.set_ylabel("eval judge score (140 prompts)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return points
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="tiny-base")
+    parser.add_argument("--pretrain-dir", type=Path, default=Path("work_dirs/pretrain"))
+    parser.add_argument("--out", type=Path, default=Path("docs/assets"))
+    parser.add_argument("--num-prompts", type=int, default=700)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    task = ShapeWorld()
+    model, tokenizer = load_model(args.checkpoint)
+    model.eval()
+
+    renders_figure(task, args.out / "world_renders.png")
+    engine = eval_engine(model, tokenizer, max_rounds=2)
+    prompts = task.eval_prompts(14, seed=1)[::2]
+    batch = engine.rollout(prompts, 1, generator=torch.Generator().manual_seed(1))
+    episode_grid(batch, args.out / "base_samples.png", max_rows=len(prompts))
+
+    scores = {
+        "with_reasoning": evaluate(model, tokenizer, task, num_prompts=args.num_prompts),
+        "without_reasoning": evaluate(model, tokenizer, task, num_prompts=args.num_prompts,
+                                      reasoning=False),
+        "two_rounds": evaluate(model, tokenizer, task, num_prompts=args.num_prompts, max_rounds=2),
+    }
+    curve = args.pretrain_dir / "curve.jsonl"
+    if curve.exists():
+        scores["pretrain_curve"] = curve_figure(curve, args.out / "pretrain_curve.png")
+    (args.out / "world_scores.json").write_text(json.dumps(scores, indent=2))
+    print(json.dumps({k: v for k, v in scores.items() if k != "pretrain_curve"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
