@@ -81,6 +81,12 @@ def tiny_model(d_model: int = 32, seed: int = 0):
 
 
 @pytest.fixture(scope="session")
+def make_tiny_model():
+    """:func:`tiny_model` as a fixture, for test files (which cannot import conftest)."""
+    return tiny_model
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A checkpoint folder (save_model) of the tiny random model."""
     from unigrpo_kit.models.checkpoint import save_model

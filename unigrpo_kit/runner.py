@@ -31,7 +31,8 @@ def build_trainer(cfg) -> UniGRPOTrainer:
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
     model, tokenizer = load_model(
-        cfg.model.checkpoint, attention_backend=cfg.model.get("attention_backend", "auto")
+        checkpoint_folder(cfg.model.checkpoint),
+        attention_backend=cfg.model.get("attention_backend", "auto"),
     )
     return UniGRPOTrainer(cfg, model, tokenizer)
 
@@ -145,7 +146,7 @@ def train(cfg, work_dir: Path, *, resume: bool = False, quiet: bool = False) -> 
             last = trainer.step == schedule.steps
             if schedule.sample_every and (trainer.step % schedule.sample_every == 0 or last):
                 episode_grid(result.batch, work_dir / "samples" / f"step_{trainer.step:06d}.png")
-            if trainer.step % schedule.save_every == 0 or last:
+            if (schedule.save_every and trainer.step % schedule.save_every == 0) or last:
                 save_checkpoint(trainer, work_dir)
     writer.close()
     return trainer

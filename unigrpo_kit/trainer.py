@@ -204,7 +204,6 @@ class UniGRPOTrainer:
         current = recompute(
             self.model,
             minibatch,
-            text_sampler=self.text_sampler,
             image_sampler=self.image_sampler,
             train_text=self.train_text,
             train_image=self.train_image,
@@ -223,7 +222,6 @@ class UniGRPOTrainer:
                 reference = recompute(
                     self.reference,
                     minibatch,
-                    text_sampler=self.text_sampler,
                     image_sampler=self.image_sampler,
                     train_text=self.train_text,
                     train_image=self.train_image,
@@ -269,14 +267,13 @@ class UniGRPOTrainer:
     def check_on_policy(self, deviation: dict[str, float]) -> float:
         """The largest |log pi_new - log pi_old| at the first minibatch; raise if too large."""
         tol = self.cfg.algorithm.self_check_tol
-        worst = max(deviation.values(), default=0.0)
-        for kind, value in deviation.items():
-            if value > tol:
-                raise OffPolicyError(
-                    f"on-policy self-check failed: {kind} segment log-probs deviate by "
-                    f"{value:.3g} (> algorithm.self_check_tol={tol}) at the first minibatch; "
-                    "rollout and training compute different distributions"
-                )
+        kind, worst = max(deviation.items(), key=lambda item: item[1], default=("", 0.0))
+        if worst > tol:
+            raise OffPolicyError(
+                f"on-policy self-check failed: {kind} segment log-probs deviate by "
+                f"{worst:.3g} (> algorithm.self_check_tol={tol}) at the first minibatch; "
+                "rollout and training compute different distributions"
+            )
         return worst
 
 

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from .tiny_unified import TinyUnified, TinyUnifiedConfig
 from .tokenizer import WordTokenizer
 
+CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json")
 PACKAGE_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
@@ -85,10 +86,21 @@ def load_model(
 ) -> tuple[TinyUnified, WordTokenizer]:
     """Load a checkpoint folder or shipped name; a one-line error if it does not fit the model."""
     folder = resolve_checkpoint(name_or_path)
+    missing = [f for f in CHECKPOINT_FILES if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} is not a checkpoint folder: it lacks {', '.join(missing)}"
+        )
     meta = json.loads((folder / "config.json").read_text())
     tokenizer = WordTokenizer.load(folder / "tokenizer.json")
-    config = meta["config"]
+    config = dict(meta["config"])
     config["banned_token_ids"] = tuple(config.get("banned_token_ids", ()))
+    known = set(TinyUnifiedConfig.__dataclass_fields__)
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(
+            f"checkpoint {folder} does not match the model: unknown config field {unknown[0]!r}"
+        )
     model = TinyUnified(TinyUnifiedConfig(**config), attention_backend=attention_backend)
     load_weights(model, folder / "model.safetensors")
     return model.to(device), tokenizer

@@ -86,9 +86,7 @@ class Expert(nn.Module):
         self.proj = nn.Linear(d_model, d_model)
         self.norm2 = nn.LayerNorm(d_model, elementwise_affine=affine_norm, eps=1e-6)
         hidden = int(d_model * mlp_ratio)
-        self.mlp = nn.Sequential(
-            nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model)
-        )
+        self.mlp = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model))
 
 
 class MoTBlock(nn.Module):

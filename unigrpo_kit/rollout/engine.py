@@ -92,7 +92,11 @@ class RolloutEngine:
         self.image_sampler = image_sampler
         self.window = window if window is not None else FullWindow()
         self.text_sampler = text_sampler
-        self.reflection_sampler = reflection_sampler or text_sampler
+        if max_rounds > 1 and reflection_sampler is None:
+            raise ValueError(
+                "rollout.max_rounds > 1 needs rollout.reflection_sampler (stopping at </look>)"
+            )
+        self.reflection_sampler = reflection_sampler
         self.reasoning = reasoning
         self.sigmas = shifted_sigmas(num_steps, shift)
         self.num_steps = num_steps
@@ -126,7 +130,10 @@ class RolloutEngine:
             context = policy.finish(sample.tokens, sample.mask)
             segments.append(
                 TextSegmentRecord(
-                    sample.tokens, sample.mask, sample.log_probs if self.train_text else None
+                    sample.tokens,
+                    sample.mask,
+                    sample.log_probs if self.train_text else None,
+                    sampler=self.text_sampler,
                 )
             )
             thoughts = [tok.decode(row[m]) for row, m in zip(sample.tokens, sample.mask)]
@@ -137,8 +144,8 @@ class RolloutEngine:
             context = model.extend_text(None, ids, mask)[1]
         if not self.paint_images:
             return EpisodeBatch(episodes, group_ids, segments, thoughts, [])
-        if self.painter is not model:
-            context = self._painter_context(segments)
+        # A frozen painter reads the same episode through its own weights and its own cache.
+        painter_cache = None if self.painter is model else self._painter_context(segments)
         null = None
         if self.guidance_scale != 1.0:
             null = null_context(self.painter, tok, n, device)
@@ -146,15 +153,18 @@ class RolloutEngine:
         active = torch.ones(n, dtype=torch.bool, device=device)
         reflections: list[list[str]] = []
         for round_index in range(self.max_rounds):
+            paint_context = context if painter_cache is None else painter_cache
             sde_mask = (
                 self.window.select(self.num_steps, generator=generator, progress=progress)
                 if self.train_image
                 else torch.zeros(self.num_steps, dtype=torch.bool)
             )
-            velocity = guided(self.painter, context, null, self.guidance_scale) if null else None
+            velocity = (
+                guided(self.painter, paint_context, null, self.guidance_scale) if null else None
+            )
             trajectory = paint(
                 self.painter,
-                context,
+                paint_context,
                 self.sigmas,
                 sampler=self.image_sampler,
                 sde_mask=sde_mask,
@@ -166,20 +176,27 @@ class RolloutEngine:
             if round_index == self.max_rounds - 1 or not bool(active.any()):
                 break
             context = model.extend_image(context, image.context_latents)
+            if painter_cache is not None:
+                painter_cache = self.painter.extend_image(painter_cache, image.context_latents)
             look = torch.full((n, 1), tok.look_id, dtype=torch.long, device=device)
             look_mask = torch.ones_like(look, dtype=torch.bool)
             segments.append(TextSegmentRecord(look, look_mask, active=active.clone()))
             policy = UnifiedTextPolicy(model, context, tok.pad_id)
             sample = self.reflection_sampler.generate(policy, look, look_mask, generator=generator)
             context = policy.finish(sample.tokens, sample.mask)
-            segments.append(
-                TextSegmentRecord(
-                    sample.tokens,
-                    sample.mask,
-                    sample.log_probs if self.train_text else None,
-                    active=active.clone(),
-                )
+            reflection = TextSegmentRecord(
+                sample.tokens,
+                sample.mask,
+                sample.log_probs if self.train_text else None,
+                active=active.clone(),
+                sampler=self.reflection_sampler,
             )
+            segments.append(reflection)
+            if painter_cache is not None:
+                painter_cache = self.painter(
+                    [TextSegment(look, look_mask), TextSegment(sample.tokens, sample.mask)],
+                    painter_cache,
+                ).cache
             said = [tok.decode(row[m]) for row, m in zip(sample.tokens, sample.mask)]
             reflections.append(said)
             active = active & torch.tensor([s != "done" for s in said], device=device)

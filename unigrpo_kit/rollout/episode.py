@@ -21,13 +21,16 @@ class TextSegmentRecord:
 
     ``log_probs`` [N, n] (float32, 0 where ``mask`` is False) are the sampling-time log-probs of
     generated text; given text (a prompt, a ``<look>`` marker) has ``log_probs`` None and is not
-    trained. ``active`` [N] marks the rows for which this segment exists.
+    trained. ``active`` [N] marks the rows for which this segment exists. ``sampler`` is the
+    :class:`~unigrpo_kit.samplers.text.TextSampler` that generated it, whose processing
+    (temperature, top-k, top-p) training must reapply.
     """
 
     ids: torch.Tensor
     mask: torch.Tensor
     log_probs: torch.Tensor | None = None
     active: torch.Tensor | None = None
+    sampler: object = None
 
     kind = "text"
 
@@ -105,7 +108,10 @@ class EpisodeBatch:
 
     def rounds(self) -> torch.Tensor:
         """[N] how many images each row painted."""
-        return sum(seg.active.long() for seg in self.image_segments)
+        rounds = torch.zeros(len(self), dtype=torch.long, device=self.group_ids.device)
+        for seg in self.image_segments:
+            rounds = rounds + seg.active.long().to(rounds.device)
+        return rounds
 
     def select(self, rows: torch.Tensor) -> EpisodeBatch:
         """The episodes at index ``rows`` (a LongTensor), e.g. one minibatch."""
@@ -118,6 +124,7 @@ class EpisodeBatch:
                     seg.mask[rows],
                     None if seg.log_probs is None else seg.log_probs[rows],
                     None if seg.active is None else seg.active[rows],
+                    seg.sampler,
                 )
             t = seg.trajectory
             trajectory = Trajectory(

@@ -15,7 +15,6 @@ import torch
 
 from ..models.layout import ImageSegment, TextSegment
 from ..samplers.flow import FlowStep
-from ..samplers.text import TextSampler
 from .episode import EpisodeBatch
 
 
@@ -64,7 +63,6 @@ def recompute(
     model,
     batch: EpisodeBatch,
     *,
-    text_sampler: TextSampler | None,
     image_sampler: FlowStep,
     train_text: bool = True,
     train_image: bool = True,
@@ -72,16 +70,14 @@ def recompute(
 ) -> Recomputed:
     """Log-probs of the recorded actions under ``model`` (with gradients if enabled)."""
     out = model(model_segments(batch))
-    text = None
-    if train_text and text_sampler is not None:
-        text = _text_terms(batch, out.text_logits, text_sampler)
+    text = _text_terms(batch, out.text_logits) if train_text else None
     image = (
         _image_terms(model, batch, out.cache, image_sampler, null_cache) if train_image else None
     )
     return Recomputed(text, image)
 
 
-def _text_terms(batch, text_logits, sampler) -> TextTerms | None:
+def _text_terms(batch, text_logits) -> TextTerms | None:
     logp, old, masks, logits_all = [], [], [], []
     text_index = -1
     previous_logits = None
@@ -94,7 +90,8 @@ def _text_terms(batch, text_logits, sampler) -> TextTerms | None:
             # Token j is predicted at column j - 1; token 0 by the last column of the text just
             # before it (a left-padded prompt or a <look> marker, so that column is always real).
             predicting = torch.cat([previous_logits[:, -1:], logits[:, :-1]], dim=1)
-            logp.append(sampler.token_log_probs(predicting, seg.ids))
+            # the processing (temperature, top-k, top-p) of the sampler that drew the tokens
+            logp.append(seg.sampler.token_log_probs(predicting, seg.ids))
             old.append(seg.log_probs)
             masks.append(seg.train_mask)
             logits_all.append(predicting)
