@@ -224,30 +224,16 @@ def evaluate(
 
     import torch
 
-    from unigrpo_kit.evaluation import evaluate as run_eval
-    from unigrpo_kit.registry import TASKS
+    from unigrpo_kit.evaluation import evaluate_recipe
 
     cfg = _recipe(recipe, cfg_options, ctx)
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
     model, tokenizer, folder = _load_for_eval(cfg, checkpoint, work_dir)
-    ev, roll = cfg.evaluation, cfg.rollout
     try:
-        task = TASKS.build(cfg.task)
+        scores = evaluate_recipe(cfg, model, tokenizer, num_prompts=num_prompts, seed=seed)
     except _user_errors() as error:
         _fail(str(error))
-    scores = run_eval(
-        model,
-        tokenizer,
-        task,
-        num_prompts=num_prompts if num_prompts is not None else ev.num_prompts,
-        seed=seed if seed is not None else ev.seed,
-        steps=ev.steps,
-        shift=roll.shift,
-        reasoning=roll.reasoning,
-        max_rounds=roll.max_rounds,
-        guidance_scale=ev.get("guidance_scale", 1.0),
-    )
     table = Table(title=f"eval of {folder}", title_justify="left")
     table.add_column("metric", style="bold cyan")
     table.add_column("value", justify="right")
@@ -307,3 +293,15 @@ def sample(
     batch = engine.rollout(prompts, 1, generator=torch.Generator().manual_seed(seed))
     episode_grid(batch, out, max_rows=len(prompts))
     typer.echo(f"wrote {out}")
+
+
+def _register_tools() -> None:
+    """Commands whose logic lives in their own modules."""
+    from unigrpo_kit.ablate import ablate
+    from unigrpo_kit.bench import bench
+
+    app.command("bench")(bench)
+    app.command("ablate")(ablate)
+
+
+_register_tools()

@@ -116,3 +116,26 @@ def evaluate(
 
 def _mean(values: list[float]) -> float:
     return round(sum(values) / max(len(values), 1), 4)
+
+
+def evaluate_recipe(
+    cfg, model, tokenizer, *, num_prompts: int | None = None, seed: int | None = None
+) -> dict:
+    """:func:`evaluate` with a recipe's settings: its task, ``evaluation.*`` (prompts, seed,
+    steps, guidance) and the rollout's shift, reasoning and rounds. What ``unigrpo-kit eval``
+    and ``unigrpo-kit ablate`` report."""
+    from .registry import TASKS
+
+    ev, roll = cfg.evaluation, cfg.rollout
+    return evaluate(
+        model,
+        tokenizer,
+        TASKS.build(cfg.task),
+        num_prompts=num_prompts if num_prompts is not None else ev.num_prompts,
+        seed=seed if seed is not None else ev.seed,
+        steps=ev.steps,
+        shift=roll.shift,
+        reasoning=roll.reasoning,
+        max_rounds=roll.max_rounds,
+        guidance_scale=ev.get("guidance_scale", 1.0),
+    )

@@ -28,7 +28,7 @@ import torch
 
 from .registry import ADVANTAGES, LOSSES, REGULARIZERS, REWARDS, SAMPLERS, TASKS
 from .rollout.engine import RolloutEngine, null_context
-from .rollout.recompute import recompute
+from .rollout.recompute import Recomputed, recompute
 
 MODES = ("text", "image", "unified")
 
@@ -159,12 +159,29 @@ class UniGRPOTrainer:
         self.model.train()
         logs: dict[str, list[float]] = {}
         self_check = 0.0
-        n = len(batch)
-        for epoch in range(algo.inner_epochs):
+        trained = batch
+        if algo.get("skip_zero_advantage", True):
+            # DAPO's dynamic sampling: a group whose rewards are all equal has A = 0 everywhere
+            # and teaches nothing but the regularizer; leaving it out saves its compute.
+            keep = torch.nonzero(batch.advantages != 0).flatten()
+            if keep.numel() == 0:
+                # nothing to learn from this batch, but the on-policy check still runs
+                with torch.no_grad():
+                    first = batch.select(torch.arange(min(algo.minibatch_size, len(batch))))
+                    self_check = self.check_on_policy(self.loss(first)[2])
+                trained = None
+            elif keep.numel() < len(batch):
+                trained = batch.select(keep)
+        epochs = algo.inner_epochs if trained is not None else 0
+        reference = self.reference_terms(trained) if epochs else None
+        n = len(trained) if epochs else 0
+        for epoch in range(epochs):
             order = torch.randperm(n, generator=self.generator)
             for first in range(0, n, algo.minibatch_size):
-                minibatch = batch.select(order[first : first + algo.minibatch_size])
-                loss, parts, deviation = self.loss(minibatch)
+                rows = order[first : first + algo.minibatch_size]
+                minibatch = trained.select(rows)
+                ref = None if reference is None else reference.select(rows)
+                loss, parts, deviation = self.loss(minibatch, ref)
                 if epoch == 0 and first == 0:
                     self_check = self.check_on_policy(deviation)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -189,44 +206,47 @@ class UniGRPOTrainer:
             "time/rollout_s": rollout_s,
             "time/step_s": time.perf_counter() - start,
         }
-        metrics.setdefault("loss/text", 0.0)
-        metrics.setdefault("loss/image", 0.0)
+        for key in ("loss/text", "loss/image", "grad_norm"):
+            metrics.setdefault(key, 0.0)
+        metrics["episodes/trained"] = n
         return StepResult(metrics, batch)
 
-    def loss(self, minibatch):
-        """J_text + lambda * J_flow + weighted regularizers on one minibatch of episodes."""
-        algo = self.cfg.algorithm
+    @torch.no_grad()
+    def reference_terms(self, batch):
+        """The frozen reference's recomputed terms for every episode of ``batch`` (once per
+        step: they do not change across inner epochs), or None if no regularizer needs them."""
+        if not any(r.needs_reference for r in self.regularizers):
+            return None
+        size = self.cfg.algorithm.minibatch_size
+        chunks = [
+            self._recompute(
+                self.reference, batch.select(torch.arange(i, min(i + size, len(batch))))
+            )
+            for i in range(0, len(batch), size)
+        ]
+        return Recomputed.concat(chunks)
+
+    def _recompute(self, model, minibatch):
         null = None
         if self.cfg.rollout.guidance_scale != 1.0:
-            null = null_context(
-                self.model, self.tokenizer, len(minibatch), minibatch.group_ids.device
-            )
-        current = recompute(
-            self.model,
+            null = null_context(model, self.tokenizer, len(minibatch), minibatch.group_ids.device)
+        return recompute(
+            model,
             minibatch,
             image_sampler=self.image_sampler,
             train_text=self.train_text,
             train_image=self.train_image,
             null_cache=null,
         )
-        reference = None
-        if any(r.needs_reference for r in self.regularizers):
-            with torch.no_grad():
-                ref_null = (
-                    None
-                    if null is None
-                    else null_context(
-                        self.reference, self.tokenizer, len(minibatch), minibatch.group_ids.device
-                    )
-                )
-                reference = recompute(
-                    self.reference,
-                    minibatch,
-                    image_sampler=self.image_sampler,
-                    train_text=self.train_text,
-                    train_image=self.train_image,
-                    null_cache=ref_null,
-                )
+
+    def loss(self, minibatch, reference=None):
+        """J_text + lambda * J_flow + weighted regularizers on one minibatch of episodes.
+
+        ``reference``: the reference model's terms for these episodes (computed if needed)."""
+        algo = self.cfg.algorithm
+        current = self._recompute(self.model, minibatch)
+        if reference is None:
+            reference = self.reference_terms(minibatch)
         advantages = minibatch.advantages
         total = torch.zeros(())
         parts: dict[str, float] = {}

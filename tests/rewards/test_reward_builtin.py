@@ -18,8 +18,8 @@ from unigrpo_kit.tasks.shapeworld.spec import Rel, Req, Spec
 
 SPEC = Spec((Req("red", "circle"), Req(None, "square")), (Rel(0, "left of", 1),))
 GOOD = Scene((Obj("red", "circle", 0), Obj("green", "square", 1)))
-SWAPPED = Scene((Obj("red", "circle", 1), Obj("green", "square", 0)))  # relation fails: 2/3
-WRONG = Scene((Obj("blue", "triangle", 3),))  # nothing met: 0/3
+SWAPPED = Scene((Obj("red", "circle", 1), Obj("green", "square", 0)))  # relation fails: 3/4
+WRONG = Scene((Obj("blue", "triangle", 3),))  # only "nothing extra" met: 1/4
 PROMPT = Prompt("a red circle left of a square", "position", SPEC, describe(GOOD), GOOD, "train")
 PROMPTS = [PROMPT] * 3
 IMAGES = render_batch([GOOD, SWAPPED, WRONG])
@@ -29,7 +29,7 @@ def test_judge_strict_and_partial() -> None:
     strict = ShapeWorldJudge("strict")(prompts=PROMPTS, images=IMAGES)
     partial = ShapeWorldJudge(mode="partial")(prompts=PROMPTS, images=IMAGES)
     assert strict.scores.tolist() == [1.0, 0.0, 0.0]
-    assert partial.scores.tolist() == pytest.approx([1.0, 2 / 3, 0.0])
+    assert partial.scores.tolist() == pytest.approx([1.0, 3 / 4, 1 / 4])
     assert strict.scores.dtype == torch.float32
     assert set(strict.metrics) == {"judge/strict", "judge/partial", "quality"}
     assert torch.equal(strict.metrics["judge/partial"], partial.scores)
@@ -44,7 +44,7 @@ def test_reasoning_reward_modes() -> None:
     partial = ReasoningReward("partial")(prompts=PROMPTS, texts=texts)
     assert outputs["valid"].scores.tolist() == [1.0, 1.0, 0.0]
     assert outputs["strict"].scores.tolist() == [1.0, 0.0, 0.0]
-    assert partial.scores.tolist() == pytest.approx([1.0, 2 / 3, 0.0])
+    assert partial.scores.tolist() == pytest.approx([1.0, 3 / 4, 0.0])
     assert torch.equal(partial.metrics["reasoning/valid"], outputs["valid"].scores)
 
 
@@ -78,7 +78,7 @@ def test_weighted_sum_built_from_the_registry() -> None:
     assert isinstance(reward, WeightedSum) and reward.needs == {"images", "texts"}
     texts = [describe(GOOD), describe(GOOD), describe(WRONG)]
     output = reward(prompts=PROMPTS, images=IMAGES, texts=texts)
-    assert output.scores.tolist() == pytest.approx([2.5, 2 * 2 / 3 + 0.5, 0.0])
+    assert output.scores.tolist() == pytest.approx([2.5, 2 * 3 / 4 + 0.5, 2 * 1 / 4])
     assert {"judge/strict", "reasoning/valid", "ShapeWorldJudge/score"} <= set(output.metrics)
     with pytest.raises(ValueError, match="needs images"):
         reward(prompts=PROMPTS, texts=texts)

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from unigrpo_kit.tasks.shapeworld.edits import apply_edit, edit_instruction, perturb
+from unigrpo_kit.tasks.shapeworld.edits import MAX_PLAN_DEPTH, apply_edit, edit_instruction, perturb
 from unigrpo_kit.tasks.shapeworld.scene import COLORS, KINDS, Obj, Scene
 from unigrpo_kit.tasks.shapeworld.spec import satisfies
 from unigrpo_kit.tasks.shapeworld.task import ShapeWorld
@@ -42,7 +42,9 @@ def test_bad_edits_raise(instruction: str, message: str) -> None:
         apply_edit(SCENE, instruction)
 
 
-def test_instruction_is_done_only_when_satisfied_and_reaches_done_in_three() -> None:
+def test_instruction_is_done_only_when_satisfied_and_reaches_done_within_the_plan_depth() -> None:
+    """Every instruction makes progress: "done" within MAX_PLAN_DEPTH edits (removing extra
+    objects, then fixing colour and kind, can take four single-attribute edits)."""
     world = ShapeWorld()
     rng = random.Random(0)
     prompts = world.sample_prompts(150, generator=1) + world.eval_prompts(70)
@@ -56,10 +58,10 @@ def test_instruction_is_done_only_when_satisfied_and_reaches_done_in_three() -> 
             assert not satisfies(scene, prompt.spec)
             scene = apply_edit(scene, instruction)
             steps += 1
-            assert steps <= 3, (prompt.text, scene)
+            assert steps <= MAX_PLAN_DEPTH, (prompt.text, scene)
         assert satisfies(scene, prompt.spec)
         most_steps = max(most_steps, steps)
-    assert most_steps == 3  # some random scenes need the full three edits
+    assert most_steps >= 3  # some random scenes need three edits or more
 
 
 def test_instruction_prefers_the_smallest_fix() -> None:

@@ -25,7 +25,8 @@ def test_symbolic_helpers_agree_with_the_scene() -> None:
     world = ShapeWorld()
     prompt = world.sample_prompts(1, categories=["attribute_binding"], generator=0)[0]
     assert world.satisfies(prompt.scene, prompt.spec)
-    assert world.constraints_met(Scene((Obj("red", "triangle", 0),)), prompt.spec)[1] == 2
+    # two presence constraints and "nothing extra"
+    assert world.constraints_met(Scene((Obj("red", "triangle", 0),)), prompt.spec)[1] == 3
     assert world.parse_reasoning(world.describe(prompt.scene)) == prompt.scene
     wrong, fix = world.perturb(prompt.scene, random.Random(0))
     assert world.apply_edit(wrong, fix) == prompt.scene

@@ -46,6 +46,23 @@ class Recomputed(NamedTuple):
     text: TextTerms | None
     image: ImageTerms | None
 
+    def select(self, rows: torch.Tensor) -> Recomputed:
+        """The terms of the episodes at index ``rows``."""
+        pick = lambda terms: None if terms is None else type(terms)(*(t[rows] for t in terms))  # noqa: E731
+        return Recomputed(pick(self.text), pick(self.image))
+
+    @staticmethod
+    def concat(parts: list[Recomputed]) -> Recomputed:
+        """Terms of consecutive chunks of one episode batch, joined along the episode axis."""
+
+        def join(kind):
+            chunks = [getattr(p, kind) for p in parts]
+            if chunks[0] is None:
+                return None
+            return type(chunks[0])(*(torch.cat(ts, dim=0) for ts in zip(*chunks)))
+
+        return Recomputed(join("text"), join("image"))
+
 
 def model_segments(batch: EpisodeBatch) -> list:
     """The model's view of an episode batch: text as ids, images as clean final latents."""

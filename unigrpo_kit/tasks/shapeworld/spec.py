@@ -74,8 +74,13 @@ class Spec:
 
     @property
     def n_constraints(self) -> int:
-        """Presence per Req, one more per exact count, one per Rel."""
-        return sum(1 + (req.count is not None) for req in self.reqs) + len(self.rels)
+        """Presence per Req, one more per exact count, one per Rel, and "nothing extra"."""
+        return sum(1 + (req.count is not None) for req in self.reqs) + len(self.rels) + 1
+
+    @property
+    def object_budget(self) -> int:
+        """How many objects the prompt asks for: each Req's count, or 1 where it names none."""
+        return sum(req.count if req.count is not None else 1 for req in self.reqs)
 
 
 class Located(NamedTuple):
@@ -98,7 +103,15 @@ def _relation_holds(first: Located, relation: str, second: Located) -> bool:
 
 
 def check(objects: list[Located], spec: Spec) -> list[bool]:
-    """One bool per constraint of ``spec`` (order: per Req presence then count; then Rels)."""
+    """One bool per constraint of ``spec`` (order: per Req presence then count; then Rels; then
+    "nothing extra").
+
+    The last constraint is this world's one addition to GenEval's rules: the picture holds no
+    more objects than the prompt asks for (``spec.object_budget``). GenEval's detector, on real
+    photographs, gains nothing from clutter; on flat shapes in four slots, painting every slot in
+    many colours satisfies every "there is a ..." constraint at once, and RL found exactly that
+    within eight steps of training (quality fell from 0.13 to 0.0001 while the reward tripled).
+    """
     matching = [[o for o in objects if req.matches(o.color, o.kind)] for req in spec.reqs]
     results: list[bool] = []
     for req, found in zip(spec.reqs, matching, strict=True):
@@ -113,6 +126,7 @@ def check(objects: list[Located], spec: Spec) -> list[bool]:
                 for second in matching[rel.b]
             )
         )
+    results.append(len(objects) <= spec.object_budget)
     return results
 
 

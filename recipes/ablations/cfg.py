@@ -1,0 +1,14 @@
+# What does classifier-free guidance during training cost, and does it buy anything? Rollouts
+# with CFG (w = 3) vs without (UniGRPO trains CFG-free; Figure 4's question, arXiv 2603.23500).
+# Compare the `s/step` column (wall time per step) with the eval score; evaluation is CFG-free
+# for both, so the score measures the trained policy itself.
+#
+#   unigrpo-kit ablate recipes/unified_single_round.py --grid-file recipes/ablations/cfg.py \
+#       --name cfg --jobs 2
+#
+# Cost on a 2-core CPU, assuming ~10 s per step at the default batch without CFG and ~20 s with
+# it (two velocity passes per denoising step): 2 x 2 runs x 40 steps x (10 + 20) / 2 s + eval
+# ~ 41 min.
+base_overrides = {"schedule.steps": 40, "schedule.save_every": 5, "schedule.sample_every": 20}
+grid = {"rollout.guidance_scale": [1.0, 3.0]}
+seeds = [0, 1]

@@ -1,0 +1,18 @@
+# Which expert should RL train? Text-only GRPO vs image-only Flow-GRPO vs joint UniGRPO
+# (the structure of UniGRPO's Table 1, arXiv 2603.23500). All three reason before painting and
+# are scored by the same judge; only what is trained differs (text-only freezes the painter,
+# image-only freezes the reasoning, joint trains both with one shared advantage).
+#
+#   unigrpo-kit ablate recipes/unified_single_round.py --grid-file recipes/ablations/modes.py \
+#       --name modes --jobs 2
+#
+# Cost on a 2-core CPU, assuming ~10 s per training step at the default batch (8 prompts x 8
+# samples): 6 runs x (40 steps x ~10 s + ~15 s eval) ~ 42 min (text-only steps are cheaper).
+# Add a third seed later with --seeds 0,1,2: the finished runs are kept.
+base_overrides = {"schedule.steps": 40, "schedule.save_every": 5, "schedule.sample_every": 20}
+variants = [
+    dict(name="text_only", overrides={"rollout.mode": "text", "algorithm.regularizers": []}),
+    dict(name="image_only", overrides={"rollout.mode": "image"}),
+    dict(name="joint", overrides={"rollout.mode": "unified"}),
+]
+seeds = [0, 1]

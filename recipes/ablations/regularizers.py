@@ -1,0 +1,28 @@
+# Does a regularizer stop reward hacking, and which one? No regularizer vs Flow-GRPO's latent KL
+# vs UniGRPO's velocity MSE (Figure 5's question, arXiv 2603.23500). Watch the eval `quality`
+# column (off-palette pixels and noise): hacking shows as a reward that rises while quality
+# falls. The runs are longer than the other sweeps' so that hacking has time to appear.
+#
+#   unigrpo-kit ablate recipes/unified_single_round.py \
+#       --grid-file recipes/ablations/regularizers.py --name regularizers --jobs 2
+#
+# Cost on a 2-core CPU: half the default batch (4 prompts x 8 samples, ~5 s per step, assuming
+# ~10 s at the default 8 x 8), 6 runs x (100 steps x ~5 s + ~15 s eval) ~ 52 min. If a spread
+# is small, add a third seed with --seeds 0,1,2 (the finished runs are kept).
+base_overrides = {
+    "rollout.prompts_per_step": 4,
+    "schedule.steps": 100,
+    "schedule.save_every": 10,
+    "schedule.sample_every": 25,
+}
+variants = [
+    dict(name="none", overrides={"algorithm.regularizers": []}),
+    dict(
+        name="latent_kl", overrides={"algorithm.regularizers": [dict(type="LatentKL", weight=0.04)]}
+    ),
+    dict(
+        name="velocity_mse",
+        overrides={"algorithm.regularizers": [dict(type="VelocityMSE", weight=1.5e-5)]},
+    ),
+]
+seeds = [0, 1]

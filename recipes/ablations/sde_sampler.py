@@ -1,0 +1,25 @@
+# Which SDE explores best inside the SDE window? Flow-GRPO's SDE (noise_level 0.7), Coefficients-
+# Preserving Sampling (CPS, noise_level 0.8 as in Flow-GRPO-Fast) and DanceGRPO's eta-SDE
+# (eta 0.3). `_delete_=True` replaces the recipe's sampler dict instead of merging into it.
+#
+#   unigrpo-kit ablate recipes/unified_single_round.py \
+#       --grid-file recipes/ablations/sde_sampler.py --name sde_sampler --jobs 2
+#
+# Cost on a 2-core CPU, assuming ~10 s per training step at the default batch: 6 runs x
+# (40 steps x ~10 s + ~15 s eval) ~ 42 min.
+base_overrides = {"schedule.steps": 40, "schedule.save_every": 5, "schedule.sample_every": 20}
+variants = [
+    dict(
+        name="flow_sde",
+        overrides={"rollout.image_sampler": dict(_delete_=True, type="FlowSDE", noise_level=0.7)},
+    ),
+    dict(
+        name="cps",
+        overrides={"rollout.image_sampler": dict(_delete_=True, type="CPS", noise_level=0.8)},
+    ),
+    dict(
+        name="dance_sde",
+        overrides={"rollout.image_sampler": dict(_delete_=True, type="DanceSDE", eta=0.3)},
+    ),
+]
+seeds = [0, 1]

@@ -1,0 +1,17 @@
+# How many SDE steps per rollout should be trained? A FixedWindow of 1, 3 (UniGRPO's choice) or
+# 5 consecutive SDE steps inside the first 5 of 10 denoising steps; the other steps are ODE steps.
+# Larger windows explore more but cost more per training step (see `s/step`).
+#
+#   unigrpo-kit ablate recipes/unified_single_round.py \
+#       --grid-file recipes/ablations/sde_window.py --name sde_window --jobs 2
+#
+# Cost on a 2-core CPU, assuming ~10 s per training step at the default batch (window 3; a window
+# of 5 costs more, 1 less): 6 runs x (40 steps x ~10 s + ~15 s eval) ~ 42 min.
+base_overrides = {
+    "rollout.window.window_range": (0, 5),
+    "schedule.steps": 40,
+    "schedule.save_every": 5,
+    "schedule.sample_every": 20,
+}
+grid = {"rollout.window.window_size": [1, 3, 5]}
+seeds = [0, 1]
