@@ -299,7 +299,11 @@ def main(argv: list[str] | None = None) -> None:
         if step % args.save_every == 0 or step == args.steps:
             save_state(args.out, model, ema, tokenizer, optimizer, step, elapsed, rng, generator)
         if step % args.eval_every == 0 or step == args.steps:
+            # The EMA lags the weights early on (it still holds the random initialisation), so
+            # both are scored; the EMA is what ships.
             scores = evaluate(ema, tokenizer, task, num_prompts=args.eval_prompts)
+            raw = evaluate(model, tokenizer, task, num_prompts=args.eval_prompts)
+            scores.update({f"raw/{k}": v for k, v in raw.items()})
             curve.write(
                 json.dumps({"step": step, "minutes": round(elapsed / 60, 2), **scores}) + "\n"
             )

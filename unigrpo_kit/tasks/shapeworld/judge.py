@@ -27,9 +27,10 @@ SPECK_AREA = 3
 # 32x32) are one object: it bridges a 1-px line of background, while two objects in adjacent
 # slots always stand at least 3 px apart.
 MERGE_DISTANCE = 2
-# Merged objects under this many pixels are dropped; the smallest exact shape (a triangle)
-# has 61 px at 32x32.
-MIN_OBJECT_AREA = 16
+# Merged objects under this many pixels are dropped: half the smallest exact shape (a triangle,
+# 61 px at 32x32). A person does not count a stray patch-sized blot (a 4x4 block is 16 px) as
+# one more shape, and with the "nothing extra" rule such blots would otherwise fail a picture.
+MIN_OBJECT_AREA = 30
 # Fill ratio thresholds, halfway between the exact shapes' ratios (32 and 64 px): square
 # 1.0, circle 0.80 / 0.79, triangle 0.50 / 0.52.
 SQUARE_MIN_FILL = 0.9
