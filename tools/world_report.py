@@ -1,11 +1,12 @@
 """The figures and numbers of docs/world.md, from a checkpoint and a pretraining run.
 
-    python tools/world_report.py --checkpoint tiny-base --pretrain-dir work_dirs/pretrain \
+    python tools/world_report.py --checkpoint tiny-base --snapshots work_dirs/pretrain_snapshots \
         --out docs/assets
 
 Writes ``world_renders.png`` (exact renders of train prompts with their reasoning),
 ``base_samples.png`` (the model's own reasoning and images on eval prompts),
-``pretrain_curve.png`` (minutes of pretraining vs eval strict and partial scores) and
+``pretrain_curve.png`` (minutes of pretraining vs eval strict and partial scores of the raw
+and EMA weights of each saved pretraining state) and
 ``world_scores.json`` (the base model's eval scores by category, with reasoning and without).
 """
 
@@ -28,36 +29,66 @@ def renders_figure(task: ShapeWorld, path: Path) -> None:
     for category in task.categories:
         prompts = task.sample_prompts(1, split="train", generator=len(rows), categories=[category])
         prompt = prompts[0]
-        rows.append({"lines": [f"[{category}] {prompt.text}", f"reasoning: {prompt.reasoning}"],
-                     "images": [task.render(prompt.scene)]})
+        rows.append(
+            {
+                "lines": [f"[{category}] {prompt.text}", f"reasoning: {prompt.reasoning}"],
+                "images": [task.render(prompt.scene)],
+            }
+        )
     grid(rows, path)
 
 
-def curve_figure(curve_file: Path, path: Path) -> list[dict]:
+def snapshot_curve(folder: Path, model, tokenizer, task, num_prompts: int) -> list[dict]:
+    """Eval scores of the raw and EMA weights of every pretraining state saved in ``folder``
+    (copies of ``<pretrain dir>/last/state.pt`` taken while the run went on)."""
+    points = []
+    for file in sorted(folder.glob("*.pt")):
+        state = torch.load(file, weights_only=False)
+        point = {"step": state["step"], "minutes": round(state["elapsed"] / 60, 2)}
+        for name in ("model", "ema"):
+            model.load_state_dict(state[name])
+            scores = evaluate(model, tokenizer, task, num_prompts=num_prompts)
+            point.update({f"{name}/{k}": v for k, v in scores.items()})
+        points.append(point)
+        print(json.dumps(point), flush=True)
+    return sorted(points, key=lambda p: p["step"])
+
+
+def curve_figure(points: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [json.loads(line) for line in curve_file.read_text().splitlines() if line.strip()]
     minutes = [p["minutes"] for p in points]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(minutes, [p["judge/strict"] for p in points], marker="o", label="strict")
-    ax.plot(minutes, [p["judge/partial"] for p in points], marker="o", label="partial")
+    for name, style in (("model", "-"), ("ema", "--")):
+        for metric in ("strict", "partial"):
+            ax.plot(
+                minutes,
+                [p[f"{name}/judge/{metric}"] for p in points],
+                style,
+                marker="o",
+                label=f"{metric} ({'weights' if name == 'model' else 'EMA'})",
+            )
     ax.set_xlabel("pretraining minutes (2-core CPU, 1 thread)")
     ax.set_ylabel("eval judge score (140 prompts)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    return points
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="tiny-base")
-    parser.add_argument("--pretrain-dir", type=Path, default=Path("work_dirs/pretrain"))
+    parser.add_argument(
+        "--snapshots",
+        type=Path,
+        default=Path("work_dirs/pretrain_snapshots"),
+        help="copies of the pretraining state taken during the run",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/assets"))
     parser.add_argument("--num-prompts", type=int, default=700)
     parser.add_argument("--threads", type=int, default=2)
@@ -76,13 +107,15 @@ def main() -> None:
 
     scores = {
         "with_reasoning": evaluate(model, tokenizer, task, num_prompts=args.num_prompts),
-        "without_reasoning": evaluate(model, tokenizer, task, num_prompts=args.num_prompts,
-                                      reasoning=False),
+        "without_reasoning": evaluate(
+            model, tokenizer, task, num_prompts=args.num_prompts, reasoning=False
+        ),
         "two_rounds": evaluate(model, tokenizer, task, num_prompts=args.num_prompts, max_rounds=2),
     }
-    curve = args.pretrain_dir / "curve.jsonl"
-    if curve.exists():
-        scores["pretrain_curve"] = curve_figure(curve, args.out / "pretrain_curve.png")
+    if args.snapshots.is_dir():
+        points = snapshot_curve(args.snapshots, model, tokenizer, task, num_prompts=140)
+        curve_figure(points, args.out / "pretrain_curve.png")
+        scores["pretrain_curve"] = points
     (args.out / "world_scores.json").write_text(json.dumps(scores, indent=2))
     print(json.dumps({k: v for k, v in scores.items() if k != "pretrain_curve"}, indent=2))
 
