@@ -52,13 +52,7 @@ def tiny_model(d_model: int = 32, seed: int = 0):
     from unigrpo_kit.tasks.shapeworld import ShapeWorld
 
     tokenizer = WordTokenizer(ShapeWorld().vocabulary())
-    banned = (
-        tokenizer.pad_id,
-        tokenizer.unk_id,
-        tokenizer.bos_id,
-        tokenizer.think_id,
-        tokenizer.look_id,
-    )
+    banned = tokenizer.never_generated_ids
     config = TinyUnifiedConfig(
         vocab_size=len(tokenizer),
         d_model=d_model,

@@ -169,7 +169,7 @@ def load_or_random(checkpoint: str, device: torch.device):
     except FileNotFoundError as error:
         note = f"{error}: measured a randomly initialised TinyUnified (default config)"
     tok = WordTokenizer(ShapeWorld().vocabulary())
-    banned = (tok.pad_id, tok.unk_id, tok.bos_id, tok.think_id, tok.look_id)  # as tools/pretrain
+    banned = tok.never_generated_ids
     torch.manual_seed(0)
     model = TinyUnified(TinyUnifiedConfig(vocab_size=len(tok), banned_token_ids=banned))
     return model.to(device).eval(), tok, "random-init", note

@@ -76,6 +76,18 @@ def timestep_embedding(sigma: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 
+def sincos_2d(side: int, dim: int) -> torch.Tensor:
+    """[side * side, dim] embedding: half the channels encode the row, half the column."""
+    quarter = dim // 4
+    freqs = 1.0 / (100.0 ** (torch.arange(quarter) / quarter))
+    coords = torch.arange(side, dtype=torch.float32)
+    rows = coords[:, None] * freqs[None]  # [side, quarter]
+    row_emb = torch.cat([rows.sin(), rows.cos()], dim=1)  # [side, dim / 2]
+    grid_rows = row_emb[:, None].expand(side, side, dim // 2)
+    grid_cols = row_emb[None, :].expand(side, side, dim // 2)
+    return torch.cat([grid_rows, grid_cols], dim=-1).reshape(side * side, dim)
+
+
 class Expert(nn.Module):
     """One modality's weights inside a layer: QKV, output projection and MLP."""
 
@@ -158,7 +170,11 @@ class TinyUnified(nn.Module):
         self.token_embedding = nn.Embedding(config.vocab_size, d)
         self.position_embedding = nn.Embedding(config.max_positions, d)
         self.patch_embedding = nn.Linear(config.patch_dim, d)
-        self.patch_position = nn.Parameter(torch.randn(1, config.num_patches, d) * 0.02)
+        # 2-D sine-cosine positions (as DiT) as the starting point of a learned embedding, at the
+        # scale of the noisy patch embedding: a small random start leaves a token at high noise
+        # without a usable sense of where it is, and the model cannot place objects by slot.
+        side = config.image_size // config.patch_size
+        self.patch_position = nn.Parameter(sincos_2d(side, d)[None])
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.blocks = nn.ModuleList(
             MoTBlock(d, config.n_heads, config.mlp_ratio) for _ in range(config.n_layers)

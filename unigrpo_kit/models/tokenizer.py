@@ -31,6 +31,12 @@ class WordTokenizer:
         self.pad_id, self.unk_id, self.bos_id = 0, 1, 2
         self.think_id, self.end_think_id, self.look_id, self.end_look_id = 3, 4, 5, 6
 
+    @property
+    def never_generated_ids(self) -> tuple[int, ...]:
+        """Ids a model never emits: padding, unknown, and the markers that the caller writes
+        (``<bos>``, ``<think>``, ``<look>``); a model bans them from its LM head."""
+        return (self.pad_id, self.unk_id, self.bos_id, self.think_id, self.look_id)
+
     def __len__(self) -> int:
         return len(self.itos)
 
