@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from . import runner
-from .ablate import write_json_atomic
+from .ablate_plan import write_json_atomic
 from .evaluation import evaluate_recipe
 from .models.checkpoint import load_model
 from .recipe import load_recipe

@@ -5,7 +5,7 @@ rollout = dict(
     prompts_per_step=8,
     group_size=8,
     num_steps=10,
-    shift=1.0,
+    shift=3.0,  # SD3 time shift, as in pretraining and in the paper: more steps at high noise
     max_rounds=1,
     guidance_scale=1.0,
     text_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=32),

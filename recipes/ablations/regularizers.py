@@ -22,7 +22,7 @@ variants = [
     ),
     dict(
         name="velocity_mse",
-        overrides={"algorithm.regularizers": [dict(type="VelocityMSE", weight=1.5e-5)]},
+        overrides={"algorithm.regularizers": [dict(type="VelocityMSE", weight=0.046)]},
     ),
 ]
 seeds = [0, 1]
