@@ -137,62 +137,16 @@ class UniGRPOTrainer:
 
     # ------------------------------------------------------------------ the loop
     def train_step(self) -> StepResult:
-        """One GRPO iteration; returns its metrics and the episode batch."""
-        cfg, roll, algo = self.cfg, self.cfg.rollout, self.cfg.algorithm
+        """One GRPO iteration (the module docstring's steps 1-5); returns metrics and episodes."""
         start = time.perf_counter()
-        progress = self.step / max(1, cfg.schedule.steps)
-
-        # 1. collect
-        prompts = self.task.sample_prompts(roll.prompts_per_step, split="train", generator=self.rng)
-        self.model.eval()
-        batch = self.engine.rollout(
-            prompts, roll.group_size, generator=self.generator, progress=progress
-        )
+        batch = self.collect()  # 1. G episodes per prompt, no gradients
         rollout_s = time.perf_counter() - start
-
-        # 2. score, 3. advantage
-        scored = self.reward(prompts=batch.prompts, images=batch.final_images(), texts=batch.texts)
-        batch.rewards = scored.scores.float()
-        batch.advantages = self.advantage(batch.rewards, batch.group_ids).float()
-
-        # 4. inner epochs over minibatches
-        self.model.train()
-        logs: dict[str, list[float]] = {}
-        self_check = 0.0
-        trained = batch
-        if algo.get("skip_zero_advantage", True):
-            # DAPO's dynamic sampling: a group whose rewards are all equal has A = 0 everywhere
-            # and teaches nothing but the regularizer; leaving it out saves its compute.
-            keep = torch.nonzero(batch.advantages != 0).flatten()
-            if keep.numel() == 0:
-                # nothing to learn from this batch, but the on-policy check still runs
-                with torch.no_grad():
-                    first = batch.select(torch.arange(min(algo.minibatch_size, len(batch))))
-                    self_check = self.check_on_policy(self.loss(first)[2])
-                trained = None
-            elif keep.numel() < len(batch):
-                trained = batch.select(keep)
-        epochs = algo.inner_epochs if trained is not None else 0
-        reference = self.reference_terms(trained) if epochs else None
-        n = len(trained) if epochs else 0
-        for epoch in range(epochs):
-            order = torch.randperm(n, generator=self.generator)
-            for first in range(0, n, algo.minibatch_size):
-                rows = order[first : first + algo.minibatch_size]
-                minibatch = trained.select(rows)
-                ref = None if reference is None else reference.select(rows)
-                loss, parts, deviation = self.loss(minibatch, ref)
-                if epoch == 0 and first == 0:
-                    self_check = self.check_on_policy(deviation)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    [p for g in self.optimizer.param_groups for p in g["params"]], algo.grad_clip
-                )
-                self.optimizer.step()
-                parts["grad_norm"] = float(grad_norm)
-                for key, value in parts.items():
-                    logs.setdefault(key, []).append(value)
+        scored = self.score(batch)  # 2. terminal rewards, 3. shared group advantages
+        trained = self.worth_training(batch)
+        if trained is None:  # nothing to learn, but the on-policy check still runs
+            logs, self_check = {}, self.check_on_policy(self.first_minibatch_deviation(batch))
+        else:
+            logs, self_check = self.optimize(trained)  # 4. inner epochs
         self.step += 1
 
         metrics = {
@@ -203,13 +157,75 @@ class UniGRPOTrainer:
             "rounds/mean": float(batch.rounds().float().mean()),
             **{k: float(v.float().mean()) for k, v in scored.metrics.items()},
             **{k: mean_of(v) for k, v in logs.items()},
+            "episodes/trained": 0 if trained is None else len(trained),
             "time/rollout_s": rollout_s,
             "time/step_s": time.perf_counter() - start,
         }
         for key in ("loss/text", "loss/image", "grad_norm"):
             metrics.setdefault(key, 0.0)
-        metrics["episodes/trained"] = n
         return StepResult(metrics, batch)
+
+    def collect(self):
+        """Sample this step's prompts and roll out ``group_size`` episodes for each."""
+        roll = self.cfg.rollout
+        prompts = self.task.sample_prompts(roll.prompts_per_step, split="train", generator=self.rng)
+        progress = self.step / max(1, self.cfg.schedule.steps)
+        self.model.eval()
+        return self.engine.rollout(
+            prompts, roll.group_size, generator=self.generator, progress=progress
+        )
+
+    def score(self, batch):
+        """One reward per episode on its final output; one group-relative advantage each."""
+        scored = self.reward(prompts=batch.prompts, images=batch.final_images(), texts=batch.texts)
+        batch.rewards = scored.scores.float()
+        batch.advantages = self.advantage(batch.rewards, batch.group_ids).float()
+        return scored
+
+    def worth_training(self, batch):
+        """The episodes to train on: all of them, or, with ``skip_zero_advantage`` (DAPO's
+        dynamic sampling), those of groups whose rewards differ; None if there are none. A group
+        whose rewards are all equal has A = 0 everywhere and teaches only the regularizer."""
+        if not self.cfg.algorithm.get("skip_zero_advantage", True):
+            return batch
+        keep = torch.nonzero(batch.advantages != 0).flatten()
+        if keep.numel() == 0:
+            return None
+        return batch if keep.numel() == len(batch) else batch.select(keep)
+
+    def optimize(self, batch) -> tuple[dict[str, list[float]], float]:
+        """K inner epochs of minibatch updates; returns the logged parts and the self-check."""
+        algo = self.cfg.algorithm
+        self.model.train()
+        reference = self.reference_terms(batch)
+        logs: dict[str, list[float]] = {}
+        self_check = 0.0
+        for epoch in range(algo.inner_epochs):
+            order = torch.randperm(len(batch), generator=self.generator)
+            for first in range(0, len(batch), algo.minibatch_size):
+                rows = order[first : first + algo.minibatch_size]
+                ref = None if reference is None else reference.select(rows)
+                loss, parts, deviation = self.loss(batch.select(rows), ref)
+                if epoch == 0 and first == 0:
+                    self_check = self.check_on_policy(deviation)  # 5. ratio 1, or stop
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                parts["grad_norm"] = float(
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for g in self.optimizer.param_groups for p in g["params"]],
+                        algo.grad_clip,
+                    )
+                )
+                self.optimizer.step()
+                for key, value in parts.items():
+                    logs.setdefault(key, []).append(value)
+        return logs, self_check
+
+    @torch.no_grad()
+    def first_minibatch_deviation(self, batch) -> dict[str, float]:
+        """The self-check's deviations on the first minibatch, without an update."""
+        rows = torch.arange(min(self.cfg.algorithm.minibatch_size, len(batch)))
+        return self.loss(batch.select(rows))[2]
 
     @torch.no_grad()
     def reference_terms(self, batch):
