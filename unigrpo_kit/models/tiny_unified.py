@@ -145,7 +145,7 @@ class MoTBlock(nn.Module):
                 h = h + gate2 * self.image.mlp(self.image.norm2(h) * (1 + scale2) + shift2)
             pieces.append(h)
         x = torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
-        return x, k, v
+        return x, keys, values
 
 
 @MODELS.register_module()
@@ -226,9 +226,14 @@ class TinyUnified(nn.Module):
 
     # ----------------------------------------------------------------- forward
     def forward(
-        self, segments: list[TextSegment | ImageSegment], cache: KVCache | None = None
+        self,
+        segments: list[TextSegment | ImageSegment],
+        cache: KVCache | None = None,
+        keep_cache: bool = True,
     ) -> ForwardOutput:
-        """Run ``segments`` after the cached context (or from nothing); see the module docstring."""
+        """Run ``segments`` after the cached context (or from nothing); see the module docstring.
+
+        ``keep_cache=False`` skips building the extended cache (a denoising step needs none)."""
         for seg in segments:
             if seg.kind == "image":
                 seg.num_tokens = self.config.num_patches
@@ -244,17 +249,22 @@ class TinyUnified(nn.Module):
         )
         mask = build_mask(spans, new_valid, cache.valid)
         backend = select_backend(self.attention_backend, device)
-        keep = torch.cat(
-            [torch.full((s.end - s.start,), not s.noisy, device=device) for s in spans]
-        )
-        keep_all = bool(keep.all())
+        # The next cache keeps the cached columns and the new ones that later segments may see
+        # (all but noisy images); decided from the layout alone, so no device sync.
+        keep_all = not any(s.noisy for s in spans)
+        keep = visible = None
+        if keep_cache and not keep_all:
+            keep = torch.cat(
+                [torch.full((s.end - s.start,), not s.noisy, device=device) for s in spans]
+            )
+            visible = torch.cat([torch.ones(cache.length, dtype=torch.bool, device=device), keep])
         keys, values = [], []
         for block, past_k, past_v in zip(self.blocks, cache.keys, cache.values):
-            x, k, v = block(x, spans, conds, past_k, past_v, mask, backend)
-            if not keep_all:
-                k, v = k[:, :, keep], v[:, :, keep]
-            keys.append(k if past_k is None else torch.cat([past_k, k], dim=2))
-            values.append(v if past_v is None else torch.cat([past_v, v], dim=2))
+            # the block returns the cached columns followed by the new ones: the next cache
+            x, layer_keys, layer_values = block(x, spans, conds, past_k, past_v, mask, backend)
+            if keep_cache:
+                keys.append(layer_keys if keep_all else layer_keys[:, :, visible])
+                values.append(layer_values if keep_all else layer_values[:, :, visible])
 
         text_logits, velocities = [], []
         for span, seg, cond in zip(spans, segments, conds):
@@ -266,6 +276,8 @@ class TinyUnified(nn.Module):
                 shift, scale = self.final_modulation(F.silu(cond))[:, None].chunk(2, dim=-1)
                 patches = self.velocity_head(self.image_norm(h) * (1 + scale) + shift)
                 velocities.append(self.unpatchify(patches))
+        if not keep_cache:
+            return ForwardOutput(text_logits, velocities, None)
         ends = list(cache.ends)
         col = cache.length
         for span in spans:
@@ -282,7 +294,7 @@ class TinyUnified(nn.Module):
     def velocity(self, cache: KVCache, latents: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Velocity [B, C, H, W] of noisy ``latents`` at ``sigma`` [B] given a cached context."""
         seg = ImageSegment(latents, sigma, noisy=True)
-        return self.forward([seg], cache).velocities[0]
+        return self.forward([seg], cache, keep_cache=False).velocities[0]
 
     def extend_image(self, cache: KVCache, latents: torch.Tensor) -> KVCache:
         """The cache with a finished (clean) image appended as context."""
