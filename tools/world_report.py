@@ -47,7 +47,7 @@ def snapshot_curve(folder: Path, model, tokenizer, task, num_prompts: int) -> li
         point = {"step": state["step"], "minutes": round(state["elapsed"] / 60, 2)}
         for name in ("model", "ema"):
             model.load_state_dict(state[name])
-            scores = evaluate(model, tokenizer, task, num_prompts=num_prompts)
+            scores = evaluate(model, tokenizer, task, num_prompts=num_prompts, shift=3.0)
             point.update({f"{name}/{k}": v for k, v in scores.items()})
         points.append(point)
         print(json.dumps(point), flush=True)
@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/assets"))
     parser.add_argument("--num-prompts", type=int, default=700)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--shift", type=float, default=3.0, help="the recipes' rollout.shift")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -100,17 +101,16 @@ def main() -> None:
     model.eval()
 
     renders_figure(task, args.out / "world_renders.png")
-    engine = eval_engine(model, tokenizer, max_rounds=2)
+    engine = eval_engine(model, tokenizer, max_rounds=2, shift=args.shift)
     prompts = task.eval_prompts(14, seed=1)[::2]
     batch = engine.rollout(prompts, 1, generator=torch.Generator().manual_seed(1))
     episode_grid(batch, args.out / "base_samples.png", max_rows=len(prompts))
 
+    common = dict(num_prompts=args.num_prompts, shift=args.shift)
     scores = {
-        "with_reasoning": evaluate(model, tokenizer, task, num_prompts=args.num_prompts),
-        "without_reasoning": evaluate(
-            model, tokenizer, task, num_prompts=args.num_prompts, reasoning=False
-        ),
-        "two_rounds": evaluate(model, tokenizer, task, num_prompts=args.num_prompts, max_rounds=2),
+        "with_reasoning": evaluate(model, tokenizer, task, **common),
+        "without_reasoning": evaluate(model, tokenizer, task, reasoning=False, **common),
+        "two_rounds": evaluate(model, tokenizer, task, max_rounds=2, **common),
     }
     if args.snapshots.is_dir():
         points = snapshot_curve(args.snapshots, model, tokenizer, task, num_prompts=140)
