@@ -78,7 +78,7 @@ def prompt_and_reasoning(tokenizer, prompt_text: str, reasoning: str | None):
 
 def generation_batch(task, tokenizer, batch_size, rng: random.Random):
     """Segments and targets of the generation layout (see the module docstring)."""
-    prompts = task.sample_prompts(batch_size, split="train", generator=rng)
+    prompts = task.sample_prompts(batch_size, split="pretrain", generator=rng)
     rows, targets, images = [], [], []
     for prompt in prompts:
         caption = prompt.category != "riddle" and rng.random() < CAPTION_SHARE
@@ -94,7 +94,7 @@ def generation_batch(task, tokenizer, batch_size, rng: random.Random):
 
 def edit_batch(task, tokenizer, batch_size, rng: random.Random):
     """Segments and targets of the reflection-and-editing layout."""
-    prompts = task.sample_prompts(batch_size, split="train", generator=rng)
+    prompts = task.sample_prompts(batch_size, split="pretrain", generator=rng)
     rows1, targets1, rows2, targets2, shown, fixed, weight = [], [], [], [], [], [], []
     for prompt in prompts:
         row, tgt = prompt_and_reasoning(tokenizer, prompt.text, prompt.reasoning)

@@ -11,44 +11,50 @@ from unigrpo_kit.tasks.shapeworld.spec import satisfies
 from unigrpo_kit.tasks.shapeworld.task import ShapeWorld
 
 WORLD = ShapeWorld()
+PRETRAIN = WORLD.sample_prompts(3000, "pretrain", generator=3)
 TRAIN = WORLD.sample_prompts(3000, "train", generator=1)
 EVAL = WORLD.sample_prompts(700, "eval", generator=2) + WORLD.eval_prompts()
 
 
-def test_eval_texts_never_appear_in_training() -> None:
-    assert not {p.text for p in EVAL} & {p.text for p in TRAIN}
+def test_eval_texts_never_appear_in_pretraining_or_training() -> None:
+    assert not {p.text for p in EVAL} & {p.text for p in TRAIN + PRETRAIN}
+    assert {p.split for p in PRETRAIN} == {"pretrain"} and {p.split for p in TRAIN} == {"train"}
     for category, by_split in TEMPLATES.items():
-        assert not set(by_split["train"]) & set(by_split["eval"]), category
+        assert set(by_split) == {"pretrain", "train", "eval"}, category
+        pretrain, train, held_out = (set(by_split[s]) for s in ("pretrain", "train", "eval"))
+        assert not pretrain & train and not pretrain & held_out and not train & held_out, category
 
 
-def test_every_eval_word_is_trained() -> None:
+def test_every_train_and_eval_word_is_in_the_pretraining_text() -> None:
     rng = random.Random(0)
-    trained = set()
-    for prompt in TRAIN:
+    pretrained = set()
+    for prompt in PRETRAIN:
         _, fix = perturb(prompt.scene, rng)
-        trained |= set(f"{prompt.text} {prompt.reasoning} {fix} done".split())
-    eval_words = {word for p in EVAL for word in p.text.split()}
-    assert eval_words <= trained, eval_words - trained
+        pretrained |= set(f"{prompt.text} {prompt.reasoning} {fix} done".split())
+    asked = {word for p in EVAL + TRAIN for word in p.text.split()}
+    assert asked <= pretrained, asked - pretrained
 
 
 def test_texts_are_short_lowercase_vocabulary_words() -> None:
     vocabulary = WORLD.vocabulary()
     assert vocabulary == sorted(set(vocabulary))
-    for prompt in TRAIN + EVAL:
+    for prompt in PRETRAIN + TRAIN + EVAL:
         for text in (prompt.text, prompt.reasoning):
             assert " ".join(text.split()) == text and text == text.lower()
             assert set(text.split()) <= set(vocabulary)
-        assert len(prompt.text.split()) <= 16
+        assert len(prompt.text.split()) <= 18
 
 
 def test_colour_knowledge_is_taught_by_several_train_templates() -> None:
-    assert sum("{C1}" in t for t in TEMPLATES["riddle"]["train"]) >= 4
-    things = {p.text.split("colour of ")[1].split()[:3][-1] for p in TRAIN if "colour of" in p.text}
+    assert sum("{C1}" in t for t in TEMPLATES["riddle"]["pretrain"]) >= 4
+    things = {
+        p.text.split("colour of ")[1].split()[:3][-1] for p in PRETRAIN if "colour of" in p.text
+    }
     assert len(things) >= 10
 
 
 def test_canonical_scene_satisfies_spec_and_reasoning_round_trips() -> None:
-    for prompt in TRAIN + EVAL:
+    for prompt in PRETRAIN + TRAIN + EVAL:
         assert satisfies(prompt.scene, prompt.spec), prompt
         assert parse_reasoning(prompt.reasoning) == prompt.scene
         assert describe(prompt.scene) == prompt.reasoning

@@ -1,13 +1,16 @@
 """The words of ShapeWorld's prompts: carrier templates per category and split, riddle atoms.
 
-Split rule (reproducible, no randomness involved): every category has its own carrier
-templates for ``"train"`` and for ``"eval"``, and no eval template is a train template, so an
-eval prompt is a sentence the training split never produces. The *knowledge* -- the riddle
-atoms below (grass -> green, "three corners" -> triangle, "one more than two" -> 3, "where you
-start reading" -> left of) and the plain words -- is shared by both splits: what is held out is
-the carrier sentence and the combination it puts the atoms in. Eval templates are built only
-from words that train templates, reasoning or edit instructions also use, so a model trained on
-the train split has seen every eval word (tests check it).
+Split rule (reproducible, no randomness involved): every category has three disjoint sets of
+carrier templates. ``"pretrain"`` is what the shipped base model was supervised on (with the
+canonical reasoning), ``"train"`` is what RL samples its prompts from, ``"eval"`` is held out
+from both. As SD3 had never seen GenEval-style training prompts before Flow-GRPO trained on
+them, the RL prompts are sentences the base model was never taught: the same prefixes ("draw",
+"show me", "a picture of", "there is", ...) and bodies, in combinations pretraining did not
+use. The eval templates are other combinations again. The *knowledge* -- the riddle atoms
+below (grass -> green, "three corners" -> triangle, "one more than two" -> 3, "where you start
+reading" -> left of) and the plain words -- is shared by all splits. Train and eval templates
+use only words that the pretraining text (prompts, reasoning, edit instructions) also uses, so
+the base model has seen every word it is asked about (tests check it).
 
 Template fields, by object (1 or 2): ``k`` kind, ``ks`` plural kind, ``S`` riddle shape
 phrase, ``c`` colour, ``C`` riddle colour phrase, ``n`` number word, ``N`` riddle count; and
@@ -28,38 +31,67 @@ CATEGORIES: tuple[str, ...] = (
 
 TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
     "single_object": {
-        "train": ("a {k1}", "draw a {k1}", "a picture of a {k1}", "there is a {k1}"),
+        "pretrain": ("a {k1}", "draw a {k1}", "a picture of a {k1}", "there is a {k1}"),
+        "train": (
+            "draw a picture of a {k1}",
+            "show me a picture of a {k1}",
+        ),
         "eval": ("show me a {k1}", "a picture with a {k1}"),
     },
     "two_objects": {
-        "train": (
+        "pretrain": (
             "a {k1} and a {k2}",
             "draw a {k1} and a {k2}",
             "a picture with a {k1} and a {k2}",
         ),
+        "train": (
+            "a picture of a {k1} and a {k2}",
+            "draw a picture with a {k1} and a {k2}",
+        ),
         "eval": ("show me a {k1} and a {k2}", "there is a {k1} and a {k2}"),
     },
     "counting": {
-        "train": ("{n1} {ks1}", "draw {n1} {ks1}", "a picture of {n1} {ks1}"),
+        "pretrain": ("{n1} {ks1}", "draw {n1} {ks1}", "a picture of {n1} {ks1}"),
+        "train": (
+            "there is {n1} {ks1}",
+            "draw a picture of {n1} {ks1}",
+            "show me a picture of {n1} {ks1}",
+        ),
         "eval": ("show me {n1} {ks1}", "a picture with {n1} {ks1}"),
     },
     "colors": {
-        "train": ("a {c1} {k1}", "draw a {c1} {k1}", "a {k1} that is {c1}", "show me a {c1} {k1}"),
+        "pretrain": ("a {c1} {k1}", "draw a {c1} {k1}", "a {k1} that is {c1}", "show me a {c1} {k1}"),
+        "train": (
+            "a picture with a {c1} {k1}",
+            "draw a {k1} that is {c1}",
+            "show me a {k1} that is {c1}",
+        ),
         "eval": ("a picture of a {c1} {k1}", "there is a {c1} {k1}"),
     },
     "position": {
-        "train": (
+        "pretrain": (
             "a {k1} {rel} a {k2}",
             "draw a {k1} {rel} a {k2}",
             "a picture of a {k1} {rel} a {k2}",
         ),
+        "train": (
+            "a picture with a {k1} {rel} a {k2}",
+            "draw a picture of a {k1} {rel} a {k2}",
+            "show me a picture of a {k1} {rel} a {k2}",
+        ),
         "eval": ("show me a {k1} {rel} a {k2}", "there is a {k1} {rel} a {k2}"),
     },
     "attribute_binding": {
-        "train": (
+        "pretrain": (
             "a {c1} {k1} and a {c2} {k2}",
             "draw a {c1} {k1} and a {c2} {k2}",
             "a picture with a {c1} {k1} and a {c2} {k2}",
+        ),
+        "train": (
+            "a picture of a {c1} {k1} and a {c2} {k2}",
+            "there is a {c1} {k1} and a {c2} {k2}",
+            "a {k1} that is {c1} and a {c2} {k2}",
+            "a {c1} {k1} and a {k2} that is {c2}",
         ),
         "eval": (
             "show me a {c1} {k1} and a {c2} {k2}",
@@ -67,7 +99,7 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
         ),
     },
     "riddle": {
-        "train": (
+        "pretrain": (
             "a {k1} {C1}",
             "a {k1} that is {C1}",
             "draw a shape {C1}",
@@ -78,6 +110,16 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
             "draw {N1} {ks1} {C1}",
             "a {k1} and a {k2} , the {k1} {R}",
             "a {k1} {C1} and a {k2} {C2}",
+        ),
+        "train": (
+            "there is a {k1} {C1}",
+            "a picture with a {S1}",
+            "show me {N1} {ks1}",
+            "a {S1} and a {k2}",
+            "a {k1} and a {S2}",
+            "a picture of a {k1} and a {k2} , the {k1} {R}",
+            "there is a {k1} {C1} and a {k2} {C2}",
+            "draw a {S1} that is {C1}",
         ),
         "eval": (
             "show me a {k1} {C1}",

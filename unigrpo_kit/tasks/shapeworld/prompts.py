@@ -38,7 +38,7 @@ from unigrpo_kit.tasks.shapeworld.scene import (
 )
 from unigrpo_kit.tasks.shapeworld.spec import RELATIONS, Rel, Req, Spec, satisfies
 
-SPLITS: tuple[str, ...] = ("train", "eval")
+SPLITS: tuple[str, ...] = ("pretrain", "train", "eval")
 HORIZONTAL = ("left of", "right of")
 # A count that comes with a colour is at most 2: three objects each needing a new colour and
 # kind could take more than three single-attribute edits to fix (see edits.edit_instruction).
@@ -50,7 +50,7 @@ class Prompt:
     """A prompt with its judge spec and its canonical reasoning.
 
     ``reasoning`` is ``describe(scene)``; ``scene`` satisfies ``spec``; ``split`` is
-    ``"train"`` or ``"eval"``; ``category`` is one of ``lexicon.CATEGORIES``.
+    ``"pretrain"``, ``"train"`` or ``"eval"``; ``category`` is one of ``lexicon.CATEGORIES``.
     """
 
     text: str
@@ -140,7 +140,7 @@ def sample_prompt(category: str, split: str, rng: random.Random) -> Prompt:
     if category not in CATEGORIES:
         raise ValueError(f"unknown category {category!r}; expected one of {', '.join(CATEGORIES)}")
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected 'train' or 'eval'")
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     text, spec = fill_template(rng.choice(TEMPLATES[category][split]), rng)
     scene = random_scene(spec, rng)
     return Prompt(text, category, spec, describe(scene), scene, split)
