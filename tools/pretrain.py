@@ -4,6 +4,12 @@
     python tools/pretrain.py --out work_dirs/pretrain --steps 5000 \
         --export unigrpo_kit/checkpoints/tiny-base
 
+Further pretraining of a finished checkpoint (the control for RL: same data, same wall time,
+at the learning rate where the cosine schedule ended)::
+
+    python tools/pretrain.py --init tiny-base --constant-lr --lr 1e-4 --warmup 0 \
+        --minutes 6 --out work_dirs/further_pretrain
+
 Four skills are taught from one data stream, in two sequence layouts that alternate by step:
 
 - generation: ``<bos> prompt <think> reasoning </think> [noisy image]``: prompt -> reasoning (text
@@ -34,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from unigrpo_kit.evaluation import evaluate
-from unigrpo_kit.models.checkpoint import atomic_write_dir, save_model
+from unigrpo_kit.models.checkpoint import atomic_write_dir, load_model, save_model
 from unigrpo_kit.models.layout import ImageSegment, TextSegment
 from unigrpo_kit.models.tiny_unified import TinyUnified, TinyUnifiedConfig
 from unigrpo_kit.models.tokenizer import WordTokenizer
@@ -44,6 +50,7 @@ CAPTION_SHARE = 0.3  # rows of the generation layout that paint from the prompt 
 DONE_SHARE = 0.35  # edit rows that show the right scene, whose answer is "done"
 PERTURB_TRIES = 8
 NULL_PROMPT_SHARE = 0.1  # caption rows whose prompt is empty (CFG's unconditional branch)
+SPLIT = "pretrain"  # the templates pretraining supervises (see tasks/shapeworld/lexicon.py)
 
 
 def sample_sigma(n: int, generator: torch.Generator, shift: float = 3.0) -> torch.Tensor:
@@ -78,7 +85,7 @@ def prompt_and_reasoning(tokenizer, prompt_text: str, reasoning: str | None):
 
 def generation_batch(task, tokenizer, batch_size, rng: random.Random):
     """Segments and targets of the generation layout (see the module docstring)."""
-    prompts = task.sample_prompts(batch_size, split="pretrain", generator=rng)
+    prompts = task.sample_prompts(batch_size, split=SPLIT, generator=rng)
     rows, targets, images = [], [], []
     for prompt in prompts:
         caption = prompt.category != "riddle" and rng.random() < CAPTION_SHARE
@@ -94,7 +101,7 @@ def generation_batch(task, tokenizer, batch_size, rng: random.Random):
 
 def edit_batch(task, tokenizer, batch_size, rng: random.Random):
     """Segments and targets of the reflection-and-editing layout."""
-    prompts = task.sample_prompts(batch_size, split="pretrain", generator=rng)
+    prompts = task.sample_prompts(batch_size, split=SPLIT, generator=rng)
     rows1, targets1, rows2, targets2, shown, fixed, weight = [], [], [], [], [], [], []
     for prompt in prompts:
         row, tgt = prompt_and_reasoning(tokenizer, prompt.text, prompt.reasoning)
@@ -178,6 +185,11 @@ def build(args):
     )
     torch.manual_seed(args.seed)
     model = TinyUnified(config, attention_backend="sdpa")
+    if args.init is not None:
+        model, start_tokenizer = load_model(args.init, attention_backend="sdpa")
+        if start_tokenizer.words != tokenizer.words:
+            raise SystemExit(f"error: --init {args.init} has another vocabulary than this world")
+        config = model.config
     ema = TinyUnified(config, attention_backend="sdpa")
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
@@ -221,8 +233,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--edit-every", type=int, default=3, help="every k-th step is an edit batch"
     )
+    parser.add_argument(
+        "--init", default=None, help="start from this checkpoint (folder or tiny-base), not random"
+    )
+    parser.add_argument(
+        "--constant-lr", action="store_true", help="keep --lr after warm-up (no cosine decay)"
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=None, help="also stop after this much training time"
+    )
     parser.add_argument("--save-every", type=int, default=250)
-    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--eval-every", type=int, default=500, help="0: never")
     parser.add_argument("--eval-prompts", type=int, default=140)
     parser.add_argument(
         "--threads",
@@ -263,10 +284,17 @@ def main(argv: list[str] | None = None) -> None:
 
     log = open(args.out / "log.jsonl", "a")
     curve = open(args.out / "curve.jsonl", "a")
-    while step < args.steps:
+    def done() -> bool:
+        return step >= args.steps or (args.minutes is not None and elapsed >= 60 * args.minutes)
+
+    while not done():
         start = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+            group["lr"] = (
+                args.lr * min(1.0, (step + 1) / max(args.warmup, 1))
+                if args.constant_lr
+                else lr_at(step, args.steps, args.lr, args.warmup)
+            )
         make = edit_batch if step % args.edit_every == args.edit_every - 1 else generation_batch
         segments, text_targets, images, weights = make(task, tokenizer, args.batch_size, rng)
         text_loss, image_loss = training_loss(
@@ -294,9 +322,9 @@ def main(argv: list[str] | None = None) -> None:
             log.write(json.dumps(record) + "\n")
             log.flush()
             print(record, flush=True)
-        if step % args.save_every == 0 or step == args.steps:
+        if step % args.save_every == 0 or done():
             save_state(args.out, model, ema, tokenizer, optimizer, step, elapsed, rng, generator)
-        if step % args.eval_every == 0 or step == args.steps:
+        if args.eval_every > 0 and (step % args.eval_every == 0 or done()):
             # The EMA lags the weights early on (it still holds the random initialisation), so
             # both are scored; the EMA is what ships.
             scores = evaluate(ema, tokenizer, task, num_prompts=args.eval_prompts)
