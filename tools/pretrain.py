@@ -284,6 +284,7 @@ def main(argv: list[str] | None = None) -> None:
 
     log = open(args.out / "log.jsonl", "a")
     curve = open(args.out / "curve.jsonl", "a")
+
     def done() -> bool:
         return step >= args.steps or (args.minutes is not None and elapsed >= 60 * args.minutes)
 

@@ -110,7 +110,8 @@ def table(results: list[dict]) -> str:
                 f"{b['quality']:.3f} | | |"
             )
         reward = (
-            f"{r['reward_first10']:.3f} -> {r['reward_last10']:.3f}" if "reward_first10" in r
+            f"{r['reward_first10']:.3f} -> {r['reward_last10']:.3f}"
+            if "reward_first10" in r
             else f"{r.get('pretrain_steps')} pretraining steps"
         )
         lines.append(

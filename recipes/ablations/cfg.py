@@ -2,8 +2,10 @@
 # with CFG (w = 3) vs without (UniGRPO trains CFG-free; Figure 4's question, arXiv 2603.23500).
 # Compare the `s/step` column (wall time per step) with the eval score; evaluation is CFG-free
 # for both, so the score measures the trained policy itself.
+# Run on the image-only recipe: this is a question about the image expert, which there is the
+# only learner (lr_image 3e-5; the unified recipes move it at 1e-5 to keep images clean).
 #
-#   unigrpo-kit ablate recipes/unified_single_round.py --grid-file recipes/ablations/cfg.py \
+#   unigrpo-kit ablate recipes/image_flowgrpo.py --grid-file recipes/ablations/cfg.py \
 #       --name cfg --jobs 2
 #
 # Cost on a 2-core CPU, assuming ~10 s per step at the default batch without CFG and ~20 s with

@@ -9,10 +9,10 @@
 # Cost on a 2-core CPU, assuming ~10 s per training step at the default batch (8 prompts x 8
 # samples): 6 runs x (40 steps x ~10 s + ~15 s eval) ~ 42 min (text-only steps are cheaper).
 # Add a third seed later with --seeds 0,1,2: the finished runs are kept.
-base_overrides = {"schedule.steps": 40, "schedule.save_every": 5, "schedule.sample_every": 20}
+base_overrides = {"schedule.steps": 60, "schedule.save_every": 10, "schedule.sample_every": 30}
 variants = [
     dict(name="text_only", overrides={"rollout.mode": "text", "algorithm.regularizers": []}),
     dict(name="image_only", overrides={"rollout.mode": "image"}),
     dict(name="joint", overrides={"rollout.mode": "unified"}),
 ]
-seeds = [0, 1]
+seeds = [0, 1, 2]

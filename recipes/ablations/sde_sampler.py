@@ -1,8 +1,10 @@
 # Which SDE explores best inside the SDE window? Flow-GRPO's SDE (noise_level 0.7), Coefficients-
 # Preserving Sampling (CPS, noise_level 0.8 as in Flow-GRPO-Fast) and DanceGRPO's eta-SDE
 # (eta 0.3). `_delete_=True` replaces the recipe's sampler dict instead of merging into it.
+# Run on the image-only recipe: this is a question about the image expert, which there is the
+# only learner (lr_image 3e-5; the unified recipes move it at 1e-5 to keep images clean).
 #
-#   unigrpo-kit ablate recipes/unified_single_round.py \
+#   unigrpo-kit ablate recipes/image_flowgrpo.py \
 #       --grid-file recipes/ablations/sde_sampler.py --name sde_sampler --jobs 2
 #
 # Cost on a 2-core CPU, assuming ~10 s per training step at the default batch: 6 runs x

@@ -1,8 +1,10 @@
 # How many SDE steps per rollout should be trained? A FixedWindow of 1, 3 (UniGRPO's choice) or
 # 5 consecutive SDE steps inside the first 5 of 10 denoising steps; the other steps are ODE steps.
 # Larger windows explore more but cost more per training step (see `s/step`).
+# Run on the image-only recipe: this is a question about the image expert, which there is the
+# only learner (lr_image 3e-5; the unified recipes move it at 1e-5 to keep images clean).
 #
-#   unigrpo-kit ablate recipes/unified_single_round.py \
+#   unigrpo-kit ablate recipes/image_flowgrpo.py \
 #       --grid-file recipes/ablations/sde_window.py --name sde_window --jobs 2
 #
 # Cost on a 2-core CPU, assuming ~10 s per training step at the default batch (window 3; a window
