@@ -251,11 +251,13 @@ def test_optimizer_groups_follow_the_mode(make_trainer):
         recipe: {g["name"]: g["lr"] for g in make_trainer(recipe).optimizer.param_groups}
         for recipe in ("text_grpo", "image_flowgrpo", "unified_single_round")
     }
-    trainer = make_trainer("unified_single_round")
-    opt = trainer.cfg.optimizer
+    opt = make_trainer("unified_single_round").cfg.optimizer
+    image_only = make_trainer("image_flowgrpo").cfg.optimizer
     assert lrs["text_grpo"] == {"text": opt.lr_text}
-    assert lrs["image_flowgrpo"] == {"image": opt.lr_image}
+    assert lrs["image_flowgrpo"] == {"image": image_only.lr_image}
     assert lrs["unified_single_round"] == {"text": opt.lr_text, "image": opt.lr_image}
+    # The image-only recipe sets its own image rate, above the unified recipes' (see its file).
+    assert image_only.lr_image > opt.lr_image
 
 
 # ----------------------------------------------------------------------------- known bugs
