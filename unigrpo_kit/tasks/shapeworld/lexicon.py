@@ -60,7 +60,12 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
         "eval": ("show me {n1} {ks1}", "a picture with {n1} {ks1}"),
     },
     "colors": {
-        "pretrain": ("a {c1} {k1}", "draw a {c1} {k1}", "a {k1} that is {c1}", "show me a {c1} {k1}"),
+        "pretrain": (
+            "a {c1} {k1}",
+            "draw a {c1} {k1}",
+            "a {k1} that is {c1}",
+            "show me a {c1} {k1}",
+        ),
         "train": (
             "a picture with a {c1} {k1}",
             "draw a {k1} that is {c1}",
