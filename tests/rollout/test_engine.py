@@ -174,3 +174,35 @@ def test_what_the_rollout_recorded_is_what_recompute_reads_back(make_trainer):
     assert torch.allclose(t.log_probs[t.mask], t.old_log_probs[t.mask], atol=1e-4)
     assert torch.allclose(i.means, i.old_means, atol=1e-5)
     assert torch.allclose(i.log_probs, i.old_log_probs, atol=1e-4)
+
+
+def test_only_the_rows_that_edit_paint_again_and_they_paint_what_they_would_have(
+    make_trainer, monkeypatch
+):
+    """Round 2 paints only the active rows, drawing noise for all of them: each painted row is
+    the image it would have been with every row painting, the others are left unpainted, and
+    recomputing the episode gives the recorded log-probs back on the painted rows."""
+    trainer = make_trainer("unified_multiround")
+    _, everyone = rollout(trainer)
+    assert everyone.image_segments[1].active.all()  # the random tiny model never says "done"
+    force_done(monkeypatch, trainer.engine.reflection_sampler, trainer.tokenizer, rows=[1])
+    _, some = rollout(trainer)
+    all_second, some_second = everyone.image_segments[1], some.image_segments[1]
+    for row in (0, 2, 3):
+        torch.testing.assert_close(
+            some_second.trajectory.latents[row], all_second.trajectory.latents[row],
+            atol=1e-5, rtol=0,
+        )  # fmt: skip
+        torch.testing.assert_close(
+            some_second.trajectory.log_probs[row], all_second.trajectory.log_probs[row],
+            atol=1e-4, rtol=0,
+        )  # fmt: skip
+    assert not some_second.trajectory.latents[1].any()
+    assert not some_second.trajectory.log_probs[1].any()
+    with torch.no_grad():
+        terms = recompute(trainer.model, some, image_sampler=trainer.image_sampler).image
+    assert terms.mask.any() and not terms.mask.all()
+    torch.testing.assert_close(
+        terms.log_probs[terms.mask], terms.old_log_probs[terms.mask], atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(terms.means, terms.old_means, atol=1e-5, rtol=0)

@@ -141,3 +141,30 @@ def test_rounds_of_a_batch_without_images_is_zero_for_every_row(small_cfg):
     rounds = batch.rounds()
     assert isinstance(rounds, torch.Tensor)
     assert rounds.tolist() == [0] * N
+
+
+def test_painting_some_rows_draws_the_noise_of_all_rows(make_tiny_model):
+    """``paint(rows=...)`` gives the selected rows exactly the trajectory they get when every
+    row is painted with the same generator, and zeros elsewhere."""
+    from unigrpo_kit.models.layout import TextSegment
+    from unigrpo_kit.rollout.painter import paint
+    from unigrpo_kit.samplers.flow import FlowSDE
+    from unigrpo_kit.samplers.schedules import shifted_sigmas
+
+    model, tokenizer = make_tiny_model()
+    ids = torch.randint(5, len(tokenizer), (4, 6), generator=torch.Generator().manual_seed(1))
+    context = model([TextSegment(ids, torch.ones_like(ids, dtype=torch.bool))]).cache
+    sigmas = shifted_sigmas(4, 3.0)
+    sde_mask = torch.tensor([False, True, True, False])
+    common = dict(sampler=FlowSDE(0.7), sde_mask=sde_mask)
+    full = paint(model, context, sigmas, generator=torch.Generator().manual_seed(0), **common)
+    rows = torch.tensor([0, 3])
+    part = paint(
+        model, context.select(rows), sigmas, generator=torch.Generator().manual_seed(0),
+        rows=rows, num_rows=4, **common,
+    )  # fmt: skip
+    for field in ("latents", "log_probs", "means", "stds"):
+        a, b = getattr(full, field), getattr(part, field)
+        assert a.shape == b.shape
+        torch.testing.assert_close(b[rows], a[rows], atol=1e-5, rtol=0)
+        assert not b[torch.tensor([1, 2])].any()

@@ -159,8 +159,17 @@ class RolloutEngine:
                 if self.train_image
                 else torch.zeros(self.num_steps, dtype=torch.bool)
             )
+            # Rows that said "done" paint nothing more: only the rows that edit are painted
+            # (the noise is still drawn for all rows, so each painted row is unchanged).
+            rows = None if bool(active.all()) else torch.nonzero(active).flatten()
+            row_null = null
+            if rows is not None:
+                paint_context = paint_context.select(rows)
+                row_null = null.select(rows) if null is not None else None
             velocity = (
-                guided(self.painter, paint_context, null, self.guidance_scale) if null else None
+                guided(self.painter, paint_context, row_null, self.guidance_scale)
+                if row_null is not None
+                else None
             )
             trajectory = paint(
                 self.painter,
@@ -170,6 +179,8 @@ class RolloutEngine:
                 sde_mask=sde_mask,
                 generator=generator,
                 guidance=velocity,
+                rows=rows,
+                num_rows=n,
             )
             image = ImageSegmentRecord(trajectory, active.clone(), self.guidance_scale)
             segments.append(image)

@@ -47,13 +47,29 @@ def paint(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     guidance=None,
+    rows: torch.Tensor | None = None,
+    num_rows: int | None = None,
 ) -> Trajectory:
     """Denoise from ``noise`` (drawn if None) along ``sigmas`` [N + 1] given the context cache.
 
     Steps where ``sde_mask`` [N] is True use ``sampler`` (an SDE) and record its log-prob;
     the others are plain Euler ODE steps. ``guidance``, if given, is a callable
     ``(x, sigma_batch) -> velocity`` that replaces the bare model call (classifier-free guidance).
+
+    ``rows`` [b] (an index tensor into the batch), if given, paints only those rows: ``context``
+    and ``guidance`` are then the selected rows' (``KVCache.select``), while the noise is still
+    drawn for the whole batch of ``num_rows`` rows so that the random stream, and so each painted
+    row, is the same as if every row were painted. The trajectory has all ``num_rows`` rows;
+    the unpainted ones hold zeros (log-prob 0). A multi-round rollout paints the rows that asked
+    for an edit this way.
     """
+    if rows is not None:
+        if num_rows is None:
+            raise ValueError("paint: rows=... needs num_rows, the size of the whole batch")
+        return _paint_rows(
+            model, context, sigmas, rows, num_rows, sampler=sampler, sde_mask=sde_mask,
+            noise=noise, generator=generator, guidance=guidance,
+        )  # fmt: skip
     batch = context.valid.shape[0]
     cfg = model.config
     shape = (batch, cfg.channels, cfg.image_size, cfg.image_size)
@@ -83,3 +99,47 @@ def paint(
         sde_mask,
         sigmas,
     )
+
+
+
+@torch.no_grad()
+def _paint_rows(
+    model, context, sigmas, rows, num_rows, *, sampler, sde_mask, noise, generator, guidance
+) -> Trajectory:
+    """``paint`` of the rows ``rows`` of a batch of ``num_rows`` (see ``paint``)."""
+    cfg = model.config
+    device = context.valid.device
+    full_shape = (num_rows, cfg.channels, cfg.image_size, cfg.image_size)
+    num_steps = sigmas.numel() - 1
+    if sde_mask is None:
+        sde_mask = torch.zeros(num_steps, dtype=torch.bool)
+    if sampler is None and bool(sde_mask.any()):
+        raise ValueError("paint: sde_mask selects SDE steps but no sampler was given")
+    full = torch.randn(full_shape, generator=generator, device=device) if noise is None else noise
+    x = full.float()[rows]
+    batch = rows.numel()
+    latents = torch.zeros((num_rows, num_steps + 1, *full_shape[1:]), device=device)
+    means = torch.zeros((num_rows, num_steps, *full_shape[1:]), device=device)
+    log_probs = torch.zeros((num_rows, num_steps), device=device)
+    stds = torch.zeros((num_rows, num_steps), device=device)
+    latents[rows, 0] = x
+    for i in range(num_steps):
+        stochastic = bool(sde_mask[i])
+        # The SDE's noise is drawn for the whole batch, as when every row is painted.
+        step_noise = (
+            torch.randn(full_shape, generator=generator, device=device)[rows]
+            if stochastic
+            else None
+        )
+        if batch == 0:
+            continue
+        sigma = sigmas[i].expand(batch).to(device)
+        velocity = guidance(x, sigma) if guidance is not None else model.velocity(context, x, sigma)
+        step = sampler if stochastic else _ODE
+        out = step.step(velocity, float(sigmas[i]), float(sigmas[i + 1]), x, noise=step_noise)
+        x = out.prev_sample.float()
+        latents[rows, i + 1] = x
+        log_probs[rows, i] = out.log_prob.float()
+        means[rows, i] = out.mean.float()
+        stds[rows, i] = out.std.reshape(batch).float()
+    return Trajectory(latents, log_probs, means, stds, sde_mask, sigmas)

@@ -130,27 +130,39 @@ def _image_terms(model, batch, cache, sampler, null_cache) -> ImageTerms | None:
         if steps.numel() == 0:
             continue
         n, k = t.latents.shape[0], steps.numel()
-        x = t.latents[:, steps].flatten(0, 1)
-        x_next = t.latents[:, steps + 1].flatten(0, 1)
-        sigma = t.sigmas[steps].to(x.device).repeat(n)
-        sigma_next = t.sigmas[steps + 1].to(x.device).repeat(n)
-        context = cache.prefix(position).repeat_interleave(k)
-        velocity = model.velocity(context, x, sigma)
-        if seg.guidance_scale != 1.0:
-            v_null = model.velocity(null_cache.repeat_interleave(k), x, sigma)
-            velocity = v_null + seg.guidance_scale * (velocity - v_null)
-        step = sampler.step(velocity, sigma, sigma_next, x, prev_sample=x_next)
-        shape = (n, k, *x.shape[1:])
+        old_log_probs, old_means = t.log_probs[:, steps], t.means[:, steps]
+        # Only the rows that painted this image are rescored (a multi-round episode that said
+        # "done" paints no second image); the others keep their recorded terms, masked out.
+        rows = torch.nonzero(seg.active).flatten()
+        log_prob, mean = old_log_probs, old_means
+        velocity = torch.zeros_like(old_means)
+        if rows.numel() > 0:
+            b = rows.numel()
+            latents = t.latents[rows]
+            x = latents[:, steps].flatten(0, 1)
+            x_next = latents[:, steps + 1].flatten(0, 1)
+            sigma = t.sigmas[steps].to(x.device).repeat(b)
+            sigma_next = t.sigmas[steps + 1].to(x.device).repeat(b)
+            context = cache.prefix(position).select(rows).repeat_interleave(k)
+            v = model.velocity(context, x, sigma)
+            if seg.guidance_scale != 1.0:
+                v_null = model.velocity(null_cache.select(rows).repeat_interleave(k), x, sigma)
+                v = v_null + seg.guidance_scale * (v - v_null)
+            step = sampler.step(v, sigma, sigma_next, x, prev_sample=x_next)
+            shape = (b, k, *x.shape[1:])
+            log_prob = old_log_probs.index_copy(0, rows, step.log_prob.view(b, k))
+            mean = old_means.index_copy(0, rows, step.mean.view(shape))
+            velocity = velocity.index_copy(0, rows, v.view(shape).to(velocity.dtype))
         pieces.append(
             ImageTerms(
-                step.log_prob.view(n, k),
-                t.log_probs[:, steps],
+                log_prob,
+                old_log_probs,
                 seg.active[:, None].expand(n, k),
-                step.mean.view(shape),
-                t.means[:, steps],
+                mean,
+                old_means,
                 t.stds[:, steps],
-                (sigma_next - sigma).view(n, k),
-                velocity.view(shape),
+                (t.sigmas[steps + 1] - t.sigmas[steps]).to(old_means.device).repeat(n).view(n, k),
+                velocity,
             )
         )
     if not pieces:
