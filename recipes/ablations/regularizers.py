@@ -6,8 +6,7 @@
 #   unigrpo-kit ablate recipes/unified_single_round.py \
 #       --grid-file recipes/ablations/regularizers.py --name regularizers --jobs 2
 #
-# Cost on a 2-core CPU: half the default batch (4 prompts x 8 samples, ~5 s per step, assuming
-# ~10 s at the default 8 x 8), 6 runs x (100 steps x ~5 s + ~15 s eval) ~ 52 min. If a spread
+# Measured on a 2-core CPU with --jobs 2: 19 minutes for 6 runs (120 steps each).
 # is small, add a third seed with --seeds 0,1,2 (the finished runs are kept).
 base_overrides = {
     # The recipe's image rate (1e-5) is chosen to keep images clean; at 1e-4 the unregularised
