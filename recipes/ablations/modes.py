@@ -7,7 +7,6 @@
 #       --name modes --jobs 2
 #
 # Measured on a 2-core CPU with --jobs 2: 15 minutes for 9 runs (60 steps each).
-# Add a third seed later with --seeds 0,1,2: the finished runs are kept.
 base_overrides = {"schedule.steps": 60, "schedule.save_every": 10, "schedule.sample_every": 30}
 variants = [
     dict(name="text_only", overrides={"rollout.mode": "text", "algorithm.regularizers": []}),
