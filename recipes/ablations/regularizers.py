@@ -7,7 +7,7 @@
 #       --grid-file recipes/ablations/regularizers.py --name regularizers --jobs 2
 #
 # Measured on a 2-core CPU with --jobs 2: 19 minutes for 6 runs (120 steps each).
-# is small, add a third seed with --seeds 0,1,2 (the finished runs are kept).
+# If a spread is small, add a third seed with --seeds 0,1,2 (the finished runs are kept).
 base_overrides = {
     # The recipe's image rate (1e-5) is chosen to keep images clean; at 1e-4 the unregularised
     # image expert has room to hack, which is what this sweep asks about.

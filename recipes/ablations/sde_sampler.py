@@ -7,8 +7,8 @@
 #   unigrpo-kit ablate recipes/image_flowgrpo.py \
 #       --grid-file recipes/ablations/sde_sampler.py --name sde_sampler --jobs 2
 #
-# Cost on a 2-core CPU, assuming ~10 s per training step at the default batch: 6 runs x
-# (40 steps x ~10 s + ~15 s eval) ~ 42 min.
+# Estimated cost on a 2-core CPU with --jobs 2, from the cfg sweep on the same recipe (~3.6 s
+# per step at one thread per run): 6 runs x (40 steps x ~3.6 s + ~10 s eval) / 2 ~ 9 min.
 base_overrides = {"schedule.steps": 40, "schedule.save_every": 5, "schedule.sample_every": 20}
 variants = [
     dict(
