@@ -305,3 +305,7 @@ def _register_tools() -> None:
 
 
 _register_tools()
+
+
+if __name__ == "__main__":  # python -m unigrpo_kit.cli, where the kit is not pip-installed
+    app(prog_name="unigrpo-kit")
