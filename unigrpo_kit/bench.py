@@ -181,6 +181,7 @@ class Bench:
     def __init__(self, model, tokenizer, sizes: Sizes, device: torch.device):
         import torch
 
+        from unigrpo_kit.devices import randn
         from unigrpo_kit.rollout.engine import prompt_ids
         from unigrpo_kit.samplers.schedules import shifted_sigmas
         from unigrpo_kit.tasks.shapeworld import ShapeWorld
@@ -196,10 +197,12 @@ class Bench:
         with torch.no_grad():
             self.context = model.extend_text(None, ids.to(device), mask.to(device))[1]
         self.sigmas = shifted_sigmas(sizes.steps)
-        self.generator = torch.Generator(device).manual_seed(0)
+        # A CPU generator, as the trainer's: the rollouts timed here draw their noise on the CPU
+        # and move it to the device, as training does.
+        self.generator = torch.Generator().manual_seed(0)
         c = model.config
         shape = (batch, c.channels, c.image_size, c.image_size)
-        self.latents = torch.randn(shape, generator=self.generator, device=device)
+        self.latents = randn(shape, generator=self.generator, device=device)
         self.sigma = torch.full((batch,), 0.5, device=device)
         # T fixed word ids (the special tokens come first in the vocabulary) for the bare loop.
         first_word = len(tok) - len(tok.words)

@@ -87,8 +87,9 @@ def evaluate(
         guidance_scale=guidance_scale,
     )
     prompts = task.eval_prompts(num_prompts, seed=seed)
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
+    # The noise is drawn on the CPU and moved to the model's device, so that the numbers do not
+    # depend on where the model runs beyond float rounding.
+    generator = torch.Generator().manual_seed(seed)
     per_category: dict[str, list[float]] = defaultdict(list)
     strict, partial, qualities, valid, rounds = [], [], [], [], []
     for start in range(0, len(prompts), batch_size):

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..devices import randn
 from ..models.layout import KVCache
 from ..samplers.flow import FlowODE, FlowStep
 
@@ -79,7 +80,7 @@ def paint(
         sde_mask = torch.zeros(num_steps, dtype=torch.bool)
     if sampler is None and bool(sde_mask.any()):
         raise ValueError("paint: sde_mask selects SDE steps but no sampler was given")
-    x = torch.randn(shape, generator=generator, device=device) if noise is None else noise.float()
+    x = randn(shape, generator=generator, device=device) if noise is None else noise.float()
     latents, log_probs, means, stds = [x], [], [], []
     for i in range(num_steps):
         sigma = sigmas[i].expand(batch).to(device)
@@ -115,7 +116,7 @@ def _paint_rows(
         sde_mask = torch.zeros(num_steps, dtype=torch.bool)
     if sampler is None and bool(sde_mask.any()):
         raise ValueError("paint: sde_mask selects SDE steps but no sampler was given")
-    full = torch.randn(full_shape, generator=generator, device=device) if noise is None else noise
+    full = randn(full_shape, generator=generator, device=device) if noise is None else noise
     x = full.float()[rows]
     batch = rows.numel()
     latents = torch.zeros((num_rows, num_steps + 1, *full_shape[1:]), device=device)
@@ -127,9 +128,7 @@ def _paint_rows(
         stochastic = bool(sde_mask[i])
         # The SDE's noise is drawn for the whole batch, as when every row is painted.
         step_noise = (
-            torch.randn(full_shape, generator=generator, device=device)[rows]
-            if stochastic
-            else None
+            randn(full_shape, generator=generator, device=device)[rows] if stochastic else None
         )
         if batch == 0:
             continue

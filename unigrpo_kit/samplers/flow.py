@@ -31,6 +31,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from unigrpo_kit.devices import randn
 from unigrpo_kit.registry import SAMPLERS
 
 Sigma = float | Tensor
@@ -90,7 +91,8 @@ class FlowStep:
 
         velocity, x: [B, ...] the model's velocity prediction and the current latent.
         sigma, sigma_next: python floats or tensors [B].
-        noise: [B, ...] standard normal draw to use; else one is drawn with ``generator``.
+        noise: [B, ...] standard normal draw to use; else one is drawn with ``generator``
+            (on the generator's device, then moved to ``x``'s).
         prev_sample: [B, ...] a sample to score instead of drawing one.
         reduce: ``"mean"`` (Flow-GRPO's convention) or ``"sum"`` (the exact density).
         """
@@ -105,9 +107,7 @@ class FlowStep:
             return StepOutput(sample, mean.new_zeros(x.shape[0]), mean, std)
         if prev_sample is None:
             if noise is None:
-                noise = torch.randn(
-                    x.shape, generator=generator, device=x.device, dtype=torch.float32
-                )
+                noise = randn(x.shape, generator=generator, device=x.device)
             prev_sample = (mean + std * noise.float()).to(x.dtype)
         log_prob = _gaussian_log_prob(prev_sample.detach().float(), mean, std, reduce)
         return StepOutput(prev_sample, log_prob, mean, std)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unigrpo_kit.devices import multinomial
 from unigrpo_kit.registry import SAMPLERS
 
 
@@ -193,7 +194,8 @@ class TextSampler:
         if keep is not None:
             scores = scores.masked_fill(~keep, float("-inf"))
         log_distribution = scores.log_softmax(dim=-1)
-        token = torch.multinomial(log_distribution.exp(), 1, generator=generator)
+        # drawn on the generator's device (the CPU for the trainer's), whatever the logits'
+        token = multinomial(log_distribution.exp(), 1, generator=generator)
         return token.squeeze(-1), log_distribution.gather(-1, token).squeeze(-1)
 
     def token_log_probs(self, logits: Tensor, tokens: Tensor) -> Tensor:
