@@ -29,6 +29,7 @@ import torch
 
 from . import runner
 from .ablate_plan import write_json_atomic
+from .devices import recipe_device
 from .evaluation import evaluate_recipe
 from .models.checkpoint import load_model
 from .recipe import load_recipe
@@ -50,7 +51,9 @@ def exit_with_parent(parent_pid: int) -> None:
 def evaluate_checkpoint(cfg, folder: Path) -> dict:
     """``unigrpo-kit eval``'s scores of a checkpoint under the recipe's evaluation settings."""
     model, tokenizer = load_model(
-        folder, attention_backend=cfg.model.get("attention_backend", "auto")
+        folder,
+        device=recipe_device(cfg),
+        attention_backend=cfg.model.get("attention_backend", "auto"),
     )
     return evaluate_recipe(cfg, model, tokenizer)
 

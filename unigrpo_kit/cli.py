@@ -184,6 +184,7 @@ def train(
 
 
 def _load_for_eval(cfg, checkpoint: str | None, work_dir: Path | None):
+    from unigrpo_kit.devices import recipe_device
     from unigrpo_kit.models.checkpoint import load_model
     from unigrpo_kit.runner import checkpoint_folder, latest_checkpoint
 
@@ -191,9 +192,10 @@ def _load_for_eval(cfg, checkpoint: str | None, work_dir: Path | None):
         found = latest_checkpoint(_work_dir(cfg, work_dir))
         checkpoint = str(found) if found is not None else cfg.model.checkpoint
     try:
+        device = recipe_device(cfg)
         folder = checkpoint_folder(checkpoint)
         model, tokenizer = load_model(
-            folder, attention_backend=cfg.model.get("attention_backend", "auto")
+            folder, device=device, attention_backend=cfg.model.get("attention_backend", "auto")
         )
     except _user_errors() as error:
         _fail(str(error))
@@ -290,6 +292,7 @@ def sample(
         steps=cfg.evaluation.steps,
         shift=roll.shift,
     )
+    # A CPU generator on every device: the same noise, and so the same grid, on CPU and CUDA.
     batch = engine.rollout(prompts, 1, generator=torch.Generator().manual_seed(seed))
     episode_grid(batch, out, max_rows=len(prompts))
     typer.echo(f"wrote {out}")

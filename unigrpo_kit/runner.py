@@ -4,6 +4,8 @@
 step), TensorBoard events in ``tb/``, sample grids in ``samples/`` and checkpoints in
 ``checkpoints/step_XXXXXX/`` (model weights, config and tokenizer, plus the optimizer and every
 random-number state), each written atomically; ``checkpoints/latest`` names the newest.
+Checkpoints hold CPU tensors whatever ``model.device`` was, so a run saved on CUDA resumes on
+CUDA or on the CPU.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .devices import recipe_device
 from .models.checkpoint import atomic_write_dir, load_model, resolve_checkpoint, write_model_files
 from .trainer import UniGRPOTrainer
 from .visualize import episode_grid
@@ -25,16 +28,30 @@ KEEP_CHECKPOINTS = 2
 
 
 def build_trainer(cfg) -> UniGRPOTrainer:
-    """Seed everything, load the model named by ``model.checkpoint`` and build the trainer."""
+    """Seed everything, load the model named by ``model.checkpoint`` onto ``model.device`` and
+    build the trainer."""
+    device = recipe_device(cfg)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
     model, tokenizer = load_model(
         checkpoint_folder(cfg.model.checkpoint),
+        device=device,
         attention_backend=cfg.model.get("attention_backend", "auto"),
     )
     return UniGRPOTrainer(cfg, model, tokenizer)
+
+
+def _to_cpu(value):
+    """``value`` (an optimizer state dict: dicts, lists, tensors) with every tensor on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {key: _to_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(item) for item in value)
+    return value
 
 
 def save_checkpoint(trainer: UniGRPOTrainer, work_dir: Path) -> Path:
@@ -45,7 +62,7 @@ def save_checkpoint(trainer: UniGRPOTrainer, work_dir: Path) -> Path:
         write_model_files(trainer.model, trainer.tokenizer, tmp, extra={"step": trainer.step})
         state = {
             "step": trainer.step,
-            "optimizer": trainer.optimizer.state_dict(),
+            "optimizer": _to_cpu(trainer.optimizer.state_dict()),
             "python_rng": trainer.rng.getstate(),
             "generator": trainer.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -73,11 +90,14 @@ def latest_checkpoint(work_dir: Path) -> Path | None:
 
 
 def restore(trainer: UniGRPOTrainer, folder: Path) -> None:
-    """Load weights, optimizer and RNG states from a checkpoint folder written by this module."""
+    """Load weights, optimizer and RNG states from a checkpoint folder written by this module.
+
+    The file's tensors are read onto the CPU; the optimizer moves its state to the device of
+    the parameters it belongs to (the trainer's model)."""
     from .models.checkpoint import load_weights
 
     load_weights(trainer.model, folder / "model.safetensors")
-    state = torch.load(folder / "trainer_state.pt", weights_only=False)
+    state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=False)
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.rng.setstate(state["python_rng"])
     trainer.generator.set_state(state["generator"])

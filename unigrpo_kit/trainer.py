@@ -53,6 +53,7 @@ class UniGRPOTrainer:
     def __init__(self, cfg, model, tokenizer):
         self.cfg = cfg
         self.model = model
+        self.device = next(model.parameters()).device
         self.tokenizer = tokenizer
         algo, roll = cfg.algorithm, cfg.rollout
         self.mode = roll.mode
@@ -106,6 +107,8 @@ class UniGRPOTrainer:
         )
         self.optimizer = self._optimizer(cfg.optimizer)
         self.rng = random.Random(cfg.seed)
+        # On the CPU whatever the model's device: every draw is made here and moved to the
+        # model, so a CUDA run consumes the same random stream as a CPU run.
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
 
@@ -176,8 +179,12 @@ class UniGRPOTrainer:
         )
 
     def score(self, batch):
-        """One reward per episode on its final output; one group-relative advantage each."""
-        scored = self.reward(prompts=batch.prompts, images=batch.final_images(), texts=batch.texts)
+        """One reward per episode on its final output; one group-relative advantage each.
+
+        Rewards see CPU images; rewards and advantages stay on the CPU (as ``group_ids``)."""
+        images = batch.final_images()
+        images = None if images is None else images.cpu()
+        scored = self.reward(prompts=batch.prompts, images=images, texts=batch.texts)
         batch.rewards = scored.scores.float()
         batch.advantages = self.advantage(batch.rewards, batch.group_ids).float()
         return scored
@@ -245,7 +252,7 @@ class UniGRPOTrainer:
     def _recompute(self, model, minibatch):
         null = None
         if self.cfg.rollout.guidance_scale != 1.0:
-            null = null_context(model, self.tokenizer, len(minibatch), minibatch.group_ids.device)
+            null = null_context(model, self.tokenizer, len(minibatch), self.device)
         return recompute(
             model,
             minibatch,
@@ -263,8 +270,8 @@ class UniGRPOTrainer:
         current = self._recompute(self.model, minibatch)
         if reference is None:
             reference = self.reference_terms(minibatch)
-        advantages = minibatch.advantages
-        total = torch.zeros(())
+        advantages = minibatch.advantages.to(self.device)
+        total = torch.zeros((), device=self.device)
         parts: dict[str, float] = {}
         deviation: dict[str, float] = {}
         if current.text is not None:
