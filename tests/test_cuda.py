@@ -133,7 +133,9 @@ def test_resume_on_cuda_continues_the_run(small_cfg, tmp_path):
 
 
 def test_a_cuda_checkpoint_resumes_on_the_cpu(small_cfg, tmp_path):
-    runner.train(small_cfg("unified_single_round", **CUDA), tmp_path / "run", quiet=True)
+    cfg = small_cfg("unified_single_round", **CUDA, **varying_reward())
+    trained = runner.train(cfg, tmp_path / "run", quiet=True)
+    assert trained.optimizer.state  # something trained: Adam's moments are in the checkpoint
     state = torch.load(
         runner.latest_checkpoint(tmp_path / "run") / "trainer_state.pt", weights_only=False
     )
@@ -149,7 +151,8 @@ def test_a_cuda_checkpoint_resumes_on_the_cpu(small_cfg, tmp_path):
                 yield from devices(item)
 
     assert set(devices(state)) == {"cpu"}
-    cfg = small_cfg("unified_single_round", **{"schedule.steps": 3, "model.device": "cpu"})
+    options = {"schedule.steps": 3, "model.device": "cpu", **varying_reward()}
+    cfg = small_cfg("unified_single_round", **options)
     trainer = runner.train(cfg, tmp_path / "run", resume=True, quiet=True)
     assert trainer.step == 3 and trainer.device.type == "cpu"
 
