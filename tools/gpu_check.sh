@@ -68,11 +68,11 @@ for name in ("unigrpo_kit", "mmengine", "einops", "yapf", "addict", "termcolor",
     except Exception as error:
         print(f"{name:12s} MISSING: {type(error).__name__}: {error}")
 from unigrpo_kit.devices import resolve_device
-from unigrpo_kit.models.attention import select_backend, xformers_available
+from unigrpo_kit.models.attention import select_backend, xformers_available, xformers_unusable_reason
 
 device = resolve_device("auto")
 print("model.device=auto ->", device, "| xformers usable:", xformers_available(),
-      "| attention auto ->", select_backend("auto", device))
+      "| attention auto ->", select_backend("auto", device), "|", xformers_unusable_reason())
 sys.exit(0 if device.type == "cuda" else 1)
 EOF
 python3 -m xformers.info > "$OUT/xformers_info.txt" 2>&1 || echo "FAILED xformers.info"

@@ -123,7 +123,27 @@ def test_unknown_backend_is_a_clear_error():
         select_backend("flash")
 
 
-@pytest.mark.skipif(not xformers_available(), reason="xformers needs CUDA and the xformers package")
+def test_auto_falls_back_to_sdpa_when_xformers_cannot_run(monkeypatch):
+    import unigrpo_kit.models.attention as attention_module
+
+    reason = "xformers is installed but its attention does not run here (No operator found)"
+    monkeypatch.setattr(attention_module, "xformers_unusable_reason", lambda: reason)
+    assert select_backend("auto", "cuda") == "sdpa"
+    with pytest.raises(ValueError, match=r"cannot run: xformers is installed but .*use 'sdpa'"):
+        select_backend("xformers", "cuda")
+
+
+def test_xformers_is_unusable_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert not xformers_available()
+    with pytest.raises(ValueError, match="cannot run: the model is not on CUDA"):
+        select_backend("xformers", "cpu")
+
+
+@pytest.mark.skipif(
+    not xformers_available(), reason="xformers' attention does not run here (needs CUDA)"
+)
 def test_xformers_matches_reference_on_cuda():
     _, mask = model_masks()[2]
     gen = torch.Generator().manual_seed(3)

@@ -3,13 +3,18 @@
 All three compute softmax(q k^T / sqrt(d) + bias) v over a boolean mask where True means
 "may attend". Shapes: q [B, H, Lq, D], k and v [B, H, Lk, D], mask [B, 1 or H, Lq, Lk].
 
-``select_backend("auto")`` picks xformers when CUDA and xformers are both present, else SDPA,
-and logs its choice once. Every query row must allow at least one key (the models let padded
-queries attend to themselves), so no backend ever sees an all-masked row.
+``select_backend("auto")`` picks xformers when its memory-efficient kernel runs on this CUDA
+device (probed once with a tiny call shaped as the models call it: float32, a tensor bias),
+else SDPA, and logs its choice once, with the reason when xformers is installed but cannot run
+(an xformers build for another torch or CUDA loads without its kernels).
+
+Every query row must allow at least one key (the models let padded queries attend to
+themselves), so no backend ever sees an all-masked row.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -22,15 +27,32 @@ BACKENDS = ("auto", "sdpa", "xformers", "math")
 _logged: set[str] = set()
 
 
-def xformers_available() -> bool:
-    """True when xformers imports and a CUDA device is present (it cannot run on CPU)."""
+@functools.cache
+def xformers_unusable_reason() -> str | None:
+    """None when xformers' attention runs here; else one line that says why not.
+
+    Importing is not enough: an xformers wheel built for another torch or CUDA imports, warns
+    that its C++/CUDA extensions did not load, and then finds no kernel for float32 inputs with
+    a tensor bias. So the probe makes one tiny call as the models make it.
+    """
     if not torch.cuda.is_available():
-        return False
+        return "no CUDA device (xformers runs only on CUDA)"
     try:
         import xformers.ops  # noqa: F401
-    except Exception:
-        return False
-    return True
+    except Exception as error:
+        return f"xformers does not import ({type(error).__name__}: {error})"
+    try:
+        q = torch.zeros(1, 1, 2, 16, device="cuda")
+        xformers_attention(q, q, q, torch.ones(1, 1, 2, 2, dtype=torch.bool, device="cuda"))
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return f"xformers is installed but its attention does not run here ({first})"
+    return None
+
+
+def xformers_available() -> bool:
+    """True when xformers' memory-efficient attention runs on this machine's CUDA device."""
+    return xformers_unusable_reason() is None
 
 
 def select_backend(name: str = "auto", device: torch.device | str | None = None) -> str:
@@ -40,10 +62,14 @@ def select_backend(name: str = "auto", device: torch.device | str | None = None)
     on_cuda = device is not None and torch.device(device).type == "cuda"
     if name == "auto":
         resolved = "xformers" if on_cuda and xformers_available() else "sdpa"
+        if on_cuda and resolved == "sdpa" and "auto->sdpa" not in _logged:
+            _logged.add("auto->sdpa")
+            logger.warning("attention: SDPA, not xformers: %s", xformers_unusable_reason())
     elif name == "xformers" and not (on_cuda and xformers_available()):
+        reason = "the model is not on CUDA" if not on_cuda else xformers_unusable_reason()
         raise ValueError(
-            "attention backend 'xformers' needs CUDA and the xformers package; "
-            "use 'sdpa' on this machine (pip install 'unigrpo-kit[xformers]' on a GPU host)"
+            f"attention backend 'xformers' cannot run: {reason}; use 'sdpa' or 'auto' "
+            "(pip install 'unigrpo-kit[xformers]' with an xformers built for your torch)"
         )
     else:
         resolved = name
