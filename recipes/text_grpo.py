@@ -2,4 +2,5 @@
 _base_ = ["_base_/model.py", "_base_/task.py", "_base_/algorithm.py", "_base_/rollout.py",
           "_base_/schedule.py"]
 rollout = dict(mode="text")
-algorithm = dict(regularizers=[])
+# The recipe's regularizers: TokenKL holds the reasoning near the base model; VelocityMSE
+# (image) does not apply, as the image expert is frozen.

@@ -7,7 +7,11 @@ algorithm = dict(
     image_loss_weight=1.0,
     # The paper's 1.5e-5 weighs a squared norm summed over the latent; VelocityMSE takes the
     # mean over the 3 x 32 x 32 latent, so the same per-element strength is 1.5e-5 * 3072.
-    regularizers=[dict(type="VelocityMSE", weight=0.046)],
+    # TokenKL is GRPO's beta (k3, 0.04); the paper runs without it (beta_txt = 0) at lr 1e-6, but
+    # at this model's lr_text 3e-4 the reasoning format eroded without it (16% of greedy
+    # reasonings no longer parsed after 180 multi-round steps; docs/training.md, Choices).
+    # Each regularizer applies only where its expert trains (TokenKL: text, VelocityMSE: image).
+    regularizers=[dict(type="VelocityMSE", weight=0.046), dict(type="TokenKL", weight=0.04)],
     inner_epochs=2,
     minibatch_size=32,
     grad_clip=1.0,
