@@ -93,3 +93,24 @@ def test_weighted_sum_errors_and_repeats() -> None:
     output = twice(prompts=PROMPTS, images=IMAGES)
     assert output.scores.tolist() == [0.0, 0.0, 0.0]
     assert {"QualityReward#0/score", "QualityReward#1/score"} <= set(output.metrics)
+
+
+def test_gated_judge_scores_zero_where_the_reasoning_does_not_parse() -> None:
+    reward = REWARDS.build(
+        dict(
+            type="Gated",
+            reward=dict(type="ShapeWorldJudge", mode="strict"),
+            gate=dict(type="ReasoningReward", mode="valid"),
+        )
+    )
+    assert reward.needs == {"images", "texts"}
+    # three right pictures; the second reasoning runs two clauses together, the third is empty
+    images = render_batch([GOOD, GOOD, GOOD])
+    texts = [describe(GOOD), describe(GOOD).replace(" ;", ""), ""]
+    output = reward(prompts=PROMPTS, images=images, texts=texts)
+    assert output.scores.tolist() == [1.0, 0.0, 0.0]
+    assert output.metrics["judge/strict"].tolist() == [1.0, 1.0, 1.0]  # the picture is right
+    assert output.metrics["gate/open"].tolist() == [1.0, 0.0, 0.0]
+    assert output.metrics["reasoning/valid"].tolist() == [1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="needs texts"):
+        reward(prompts=PROMPTS, images=images)

@@ -2,7 +2,7 @@
 and a placebo for control runs."""
 
 from .base import Reward, RewardOutput
-from .composite import WeightedSum
+from .composite import Gated, WeightedSum
 from .jpeg import JpegCompressibility
 from .judge import QualityReward, ShapeWorldJudge
 from .placebo import CoinFlip
@@ -10,6 +10,7 @@ from .text import ReasoningReward
 
 __all__ = [
     "CoinFlip",
+    "Gated",
     "JpegCompressibility",
     "QualityReward",
     "ReasoningReward",

@@ -58,3 +58,37 @@ class WeightedSum(Reward):
             metrics.update(output.metrics)
             metrics[f"{name}/score"] = output.scores
         return RewardOutput(total, metrics)
+
+
+@REWARDS.register_module()
+class Gated(Reward):
+    """A reward that counts only where a gate is open:
+
+        score = reward * 1[gate > threshold]
+
+    With ``gate=dict(type="ReasoningReward", mode="valid")`` a right picture painted from a
+    reasoning that does not parse as a scene scores 0, as the format reward of R1-style RL does:
+    the reward then defends the reasoning's format, which the judge of the picture alone does
+    not. ``reward`` and ``gate``: reward configs or built rewards. ``needs``: the union of both.
+    Metrics: both parts' metrics, plus ``gate/open`` ``[N]`` (1 where the gate let the reward
+    through).
+    """
+
+    def __init__(self, reward: dict | Reward, gate: dict | Reward, threshold: float = 0.5) -> None:
+        self.reward = reward if isinstance(reward, Reward) else REWARDS.build(reward)
+        self.gate = gate if isinstance(gate, Reward) else REWARDS.build(gate)
+        self.threshold = float(threshold)
+        self.needs = self.reward.needs | self.gate.needs
+
+    def compute(
+        self,
+        *,
+        prompts: Sequence[Any],
+        images: torch.Tensor | None,
+        texts: Sequence[str] | None,
+    ) -> RewardOutput:
+        inner = self.reward(prompts=prompts, images=images, texts=texts)
+        gate = self.gate(prompts=prompts, images=images, texts=texts)
+        is_open = (gate.scores.float() > self.threshold).float()
+        metrics = {**gate.metrics, **inner.metrics, "gate/open": is_open}
+        return RewardOutput(inner.scores.float() * is_open, metrics)
