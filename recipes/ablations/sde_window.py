@@ -7,8 +7,8 @@
 #   unigrpo-kit ablate recipes/image_flowgrpo.py \
 #       --grid-file recipes/ablations/sde_window.py --name sde_window --jobs 2
 #
-# Estimated cost on a 2-core CPU with --jobs 2, from the cfg sweep on the same recipe (~3.6 s
-# per step at one thread per run): 6 runs x (40 steps x ~3.6 s + ~10 s eval) / 2 ~ 9 min.
+# Measured on a 2-core CPU with --jobs 2: 8 minutes for 6 runs (40 steps each), a SIGKILL
+# after 4 minutes and the rerun included.
 base_overrides = {
     "rollout.window.window_range": (0, 5),
     "schedule.steps": 40,
