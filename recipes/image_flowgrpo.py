@@ -2,8 +2,6 @@
 _base_ = ["_base_/model.py", "_base_/task.py", "_base_/algorithm.py", "_base_/rollout.py",
           "_base_/schedule.py"]
 rollout = dict(mode="image", reasoning=False)
-# No reasoning to gate on: the judge of the picture alone.
-reward = dict(_delete_=True, type="ShapeWorldJudge", mode="strict")
 # The image expert is the only learner here, so it gets 3x the unified recipes' rate (1e-5,
 # which they keep to protect image quality); 1e-4 scored lower and hurt quality more
 # (docs/training.md, Results).

@@ -13,9 +13,6 @@ base_overrides = {
     # The regularizers this sweep ran with (docs/ablations.md), before the recipes added TokenKL
     # on the reasoning: pinned so that the documented command reproduces the documented numbers.
     "algorithm.regularizers": [dict(type="VelocityMSE", weight=0.046)],
-    # The reward this sweep ran with (docs/ablations.md), before the recipes gated the judge on
-    # a parsable reasoning: pinned so that the documented command reproduces the numbers.
-    "reward": dict(_delete_=True, type="ShapeWorldJudge", mode="strict"),
 }
 grid = {"rollout.max_rounds": [1, 2]}
 seeds = [0, 1]
