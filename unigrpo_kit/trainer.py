@@ -104,6 +104,7 @@ class UniGRPOTrainer:
             train_image=self.train_image,
             paint_images=self.train_image or "images" in self.reward.needs,
             painter=self.reference if frozen_painter else None,
+            shared_noise=roll.get("shared_noise", False),
         )
         self.optimizer = self._optimizer(cfg.optimizer)
         self.rng = random.Random(cfg.seed)

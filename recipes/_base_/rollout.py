@@ -8,6 +8,9 @@ rollout = dict(
     shift=3.0,  # SD3 time shift, as in pretraining and in the paper: more steps at high noise
     max_rounds=1,
     guidance_scale=1.0,
+    # DanceGRPO's shared start: the G images of a group begin from one initial noise, so that
+    # they differ only by what the policy sampled (docs/training.md, Choices).
+    shared_noise=False,
     text_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=32),
     reflection_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=16),
     image_sampler=dict(type="FlowSDE", noise_level=0.7),

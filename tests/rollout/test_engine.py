@@ -206,3 +206,29 @@ def test_only_the_rows_that_edit_paint_again_and_they_paint_what_they_would_have
         terms.log_probs[terms.mask], terms.old_log_probs[terms.mask], atol=1e-4, rtol=0
     )
     torch.testing.assert_close(terms.means, terms.old_means, atol=1e-5, rtol=0)
+
+
+def test_shared_noise_starts_a_group_from_one_noise_and_groups_from_different_ones(make_trainer):
+    for recipe in ("image_flowgrpo", "unified_multiround"):
+        trainer = make_trainer(recipe, **{"rollout.shared_noise": True})
+        _, batch = rollout(trainer, n_prompts=2, group_size=3)
+        images = [s for s in batch.segments if s.kind == "image"]
+        for image in images:
+            start = image.trajectory.latents[:, 0]
+            painted = image.active
+            for group in range(2):
+                rows = [r for r in range(group * 3, group * 3 + 3) if painted[r]]
+                for row in rows[1:]:
+                    assert torch.equal(start[row], start[rows[0]])
+            assert not torch.equal(start[0], start[3])
+        # what the group does not share: the SDE window's noise, so the finals differ
+        final = images[0].trajectory.latents[:, -1]
+        assert not torch.equal(final[0], final[1])
+
+
+def test_without_shared_noise_every_row_starts_from_its_own_noise(make_trainer):
+    trainer = make_trainer("image_flowgrpo")
+    assert not trainer.engine.shared_noise
+    _, batch = rollout(trainer, n_prompts=1, group_size=3)
+    start = batch.segments[1].trajectory.latents[:, 0]
+    assert not torch.equal(start[0], start[1]) and not torch.equal(start[1], start[2])

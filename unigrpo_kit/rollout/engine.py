@@ -14,12 +14,18 @@ One call collects N = len(prompts) * G episodes, G per prompt. The sequence of o
 - No classifier-free guidance by default, so a rollout is one linear, unbranched sequence. With
   ``guidance_scale`` > 1 every velocity is v_u + w (v_c - v_u), where v_u is read from a null
   context ``<bos> <think> </think>``; training then recomputes the same guided velocity.
+- ``shared_noise=True`` (DanceGRPO, arXiv 2505.07818) starts the G images of a group, in every
+  round, from one initial noise x_1. The group's images then differ only through what the
+  policy sampled (the reasoning, and the SDE steps of the window), not through a noise that no
+  loss term trains, so the group-relative advantage credits the trained choices alone.
 """
+
 
 from __future__ import annotations
 
 import torch
 
+from ..devices import randn
 from ..models.layout import KVCache, TextSegment
 from ..samplers.flow import FlowStep
 from ..samplers.schedules import FullWindow, SDEWindow, shifted_sigmas
@@ -82,6 +88,7 @@ class RolloutEngine:
         train_image: bool = True,
         paint_images: bool = True,
         painter=None,
+        shared_noise: bool = False,
     ):
         if max_rounds < 1:
             raise ValueError(f"rollout.max_rounds must be >= 1, got {max_rounds}")
@@ -107,6 +114,7 @@ class RolloutEngine:
         self.paint_images = paint_images
         # The painter is the policy itself, or a frozen model (text-only training).
         self.painter = painter if painter is not None else model
+        self.shared_noise = shared_noise
 
     @torch.no_grad()
     def rollout(
@@ -179,6 +187,7 @@ class RolloutEngine:
                 sde_mask=sde_mask,
                 generator=generator,
                 guidance=velocity,
+                noise=self._group_noise(len(prompts), group_size, generator, device),
                 rows=rows,
                 num_rows=n,
             )
@@ -212,6 +221,15 @@ class RolloutEngine:
             reflections.append(said)
             active = active & torch.tensor([s != "done" for s in said], device=device)
         return EpisodeBatch(episodes, group_ids, segments, thoughts, reflections)
+
+    def _group_noise(self, num_groups: int, group_size: int, generator, device):
+        """One initial noise per group, repeated over its G rows (``shared_noise``), else None
+        (``paint`` draws one per row)."""
+        if not self.shared_noise:
+            return None
+        cfg = self.painter.config
+        shape = (num_groups, cfg.channels, cfg.image_size, cfg.image_size)
+        return randn(shape, generator=generator, device=device).repeat_interleave(group_size, 0)
 
     def _painter_context(self, segments) -> KVCache:
         """The painter's own cache of the text so far (a frozen painter has its own weights)."""
