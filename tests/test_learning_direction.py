@@ -2,9 +2,11 @@
 
 The maths tests pin each loss against a formula; these tests pin the sign of the whole chain
 (rollout -> reward -> advantage -> recomputed log-probs -> loss -> optimizer) by training on a
-reward whose direction anyone can check: the images' mean brightness, and its negative. A sign
-error anywhere in the image path (the SDE mean, the log-prob, the ratio, the advantage) makes
-one of the two directions fail. The reward is judged on fresh rollouts with the same noise.
+reward whose direction anyone can check, and its negative: the images' mean brightness (Flow-GRPO
+on the image expert) and how often the reasoning says "left" (GRPO on the text expert). A sign
+error anywhere in the path (the SDE mean, a log-prob, the ratio, the advantage) makes one of the
+two directions fail; negating the advantage in either loss fails both. The reward is judged on
+fresh rollouts (other prompts, other noise), drawn with the same seed before and after.
 """
 
 from __future__ import annotations
@@ -64,3 +66,43 @@ def test_flow_grpo_updates_move_the_images_the_way_the_reward_asks(make_trainer,
     after = float(_batch(trainer, seed=2).rewards.mean())
     # the reward (sign * brightness) of fresh rollouts rises, by more than float noise
     assert after - before > 0.005, (before, after)
+
+
+@REWARDS.register_module(name="_TestWordCount", force=True)
+class _WordCount(Reward):
+    """sign * how often ``word`` occurs in each reasoning (test-only)."""
+
+    needs = frozenset({"texts"})
+
+    def __init__(self, word: str, sign: float = 1.0) -> None:
+        self.word, self.sign = word, sign
+
+    def compute(self, *, prompts, images, texts):
+        counts = [self.sign * text.split().count(self.word) for text in texts]
+        return RewardOutput(torch.tensor(counts, dtype=torch.float32), {})
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_grpo_updates_move_the_reasoning_the_way_the_reward_asks(make_trainer, sign):
+    trainer = make_trainer(
+        "text_grpo",
+        **{
+            "reward": dict(_delete_=True, type="_TestWordCount", word="left", sign=sign),
+            "rollout.prompts_per_step": 4,
+            "rollout.group_size": 8,
+            "rollout.text_sampler.max_new_tokens": 16,
+            "optimizer.lr_text": 1e-2,
+            "algorithm.regularizers": [],
+        },
+    )
+    train_batch = _batch(trainer, seed=1)
+    before = float(_batch(trainer, seed=2).rewards.mean())
+    trainer.model.train()
+    for _ in range(10):
+        loss, _, _ = trainer.loss(train_batch)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.optimizer.step()
+    after = float(_batch(trainer, seed=2).rewards.mean())
+    # fresh reasonings say "left" more often (sign 1) or less often (sign -1)
+    assert after - before > 0.05, (before, after)
