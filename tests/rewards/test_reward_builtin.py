@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from unigrpo_kit.registry import REWARDS, UnknownComponentError
+from unigrpo_kit.rewards.brightness import Brightness
 from unigrpo_kit.rewards.composite import WeightedSum
 from unigrpo_kit.rewards.jpeg import JpegCompressibility
 from unigrpo_kit.rewards.judge import QualityReward, ShapeWorldJudge
@@ -65,6 +66,20 @@ def test_jpeg_reward_is_minus_kilobytes() -> None:
     assert output.scores[1].item() == pytest.approx(-len(buffer.getvalue()) / 1000)
     assert output.scores[2] > output.scores[0] > output.scores[1]  # flat > shapes > noise
     assert torch.equal(output.metrics["jpeg/kb"], -output.scores)
+
+
+def test_brightness_is_the_mean_pixel_value_with_its_sign_and_logs_the_judge() -> None:
+    images = torch.stack([torch.zeros(3, 2, 2), torch.ones(3, 2, 2), torch.zeros(3, 2, 2)])
+    images[2, 0] = 1.0  # one channel of three lit: 1/3
+    up = Brightness()(prompts=PROMPTS, images=images)
+    assert up.scores.tolist() == pytest.approx([0.0, 1.0, 1 / 3])
+    down = REWARDS.build(dict(type="Brightness", sign=-1, log=dict(type="ShapeWorldJudge")))
+    out = down(prompts=PROMPTS, images=IMAGES)
+    assert out.scores.tolist() == pytest.approx([-float(i.mean()) for i in IMAGES])
+    assert out.metrics["judge/strict"].tolist() == [1.0, 0.0, 0.0]
+    assert down.needs == {"images"}
+    with pytest.raises(ValueError, match="sign must be 1 or -1"):
+        Brightness(sign=2)
 
 
 def test_weighted_sum_built_from_the_registry() -> None:

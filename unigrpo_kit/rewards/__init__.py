@@ -1,7 +1,8 @@
 """Rewards: the protocol, the ShapeWorld judge, text rewards, JPEG compressibility, composites,
-and a placebo for control runs."""
+and, for control runs, a placebo and a brightness probe."""
 
 from .base import Reward, RewardOutput
+from .brightness import Brightness
 from .composite import Gated, WeightedSum
 from .jpeg import JpegCompressibility
 from .judge import QualityReward, ShapeWorldJudge
@@ -9,6 +10,7 @@ from .placebo import CoinFlip
 from .text import ReasoningReward
 
 __all__ = [
+    "Brightness",
     "CoinFlip",
     "Gated",
     "JpegCompressibility",
