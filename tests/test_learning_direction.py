@@ -6,7 +6,8 @@ reward whose direction anyone can check, and its negative: the images' mean brig
 on the image expert) and how often the reasoning says "left" (GRPO on the text expert). A sign
 error anywhere in the path (the SDE mean, a log-prob, the ratio, the advantage) makes one of the
 two directions fail; negating the advantage in either loss fails both. The reward is judged on
-fresh rollouts (other prompts, other noise), drawn with the same seed before and after.
+fresh rollouts (other prompts, other noise), drawn with the same seed before and after. The
+test rewards replace the trainer's own and stay out of the registry.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ import random
 import pytest
 import torch
 
-from unigrpo_kit.registry import REWARDS
 from unigrpo_kit.rewards.base import Reward, RewardOutput
 
 
-@REWARDS.register_module(name="_TestBrightness", force=True)
 class _Brightness(Reward):
     """sign * the mean pixel value of each final image (test-only)."""
 
@@ -47,7 +46,6 @@ def test_flow_grpo_updates_move_the_images_the_way_the_reward_asks(make_trainer,
     trainer = make_trainer(
         "image_flowgrpo",
         **{
-            "reward": dict(_delete_=True, type="_TestBrightness", sign=sign),
             "rollout.prompts_per_step": 4,
             "rollout.group_size": 8,
             "optimizer.lr_image": 1e-3,
@@ -55,6 +53,7 @@ def test_flow_grpo_updates_move_the_images_the_way_the_reward_asks(make_trainer,
             "algorithm.image_loss.clip_eps": 0.5,
         },
     )
+    trainer.reward = _Brightness(sign)
     train_batch = _batch(trainer, seed=1)
     before = float(_batch(trainer, seed=2).rewards.mean())
     trainer.model.train()
@@ -68,7 +67,6 @@ def test_flow_grpo_updates_move_the_images_the_way_the_reward_asks(make_trainer,
     assert after - before > 0.005, (before, after)
 
 
-@REWARDS.register_module(name="_TestWordCount", force=True)
 class _WordCount(Reward):
     """sign * how often ``word`` occurs in each reasoning (test-only)."""
 
@@ -87,7 +85,6 @@ def test_grpo_updates_move_the_reasoning_the_way_the_reward_asks(make_trainer, s
     trainer = make_trainer(
         "text_grpo",
         **{
-            "reward": dict(_delete_=True, type="_TestWordCount", word="left", sign=sign),
             "rollout.prompts_per_step": 4,
             "rollout.group_size": 8,
             "rollout.text_sampler.max_new_tokens": 16,
@@ -95,6 +92,7 @@ def test_grpo_updates_move_the_reasoning_the_way_the_reward_asks(make_trainer, s
             "algorithm.regularizers": [],
         },
     )
+    trainer.reward = _WordCount("left", sign)
     train_batch = _batch(trainer, seed=1)
     before = float(_batch(trainer, seed=2).rewards.mean())
     trainer.model.train()
