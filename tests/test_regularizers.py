@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from unigrpo_kit.registry import REGULARIZERS
-from unigrpo_kit.regularizers import Entropy, LatentKL, TokenKL, VelocityMSE
+from unigrpo_kit.regularizers import Entropy, HighFreqVelocityMSE, LatentKL, TokenKL, VelocityMSE
 
 B, K, C, H, W = 3, 4, 2, 2, 3
 
@@ -113,6 +113,35 @@ def test_velocity_mse_is_mean_over_elements_then_steps_then_batch():
     all_steps = VelocityMSE()(velocity, ref_velocity)
     expected_all = sum(sum(row) for row in per_step) / (B * K)
     assert all_steps.item() == pytest.approx(expected_all, rel=1e-12)
+
+
+def test_high_freq_velocity_mse_is_the_velocity_mse_of_what_varies_inside_each_block():
+    gen = torch.Generator().manual_seed(5)
+    velocity = torch.randn(2, 3, 3, 8, 8, generator=gen, dtype=torch.float64)
+    ref_velocity = torch.randn(2, 3, 3, 8, 8, generator=gen, dtype=torch.float64)
+    mask = torch.tensor([[True, False, True], [True, True, True]])
+
+    def fine_detail(v):  # independent: loops over the 4 x 4 blocks of each 8 x 8 plane
+        out = v.clone()
+        for by in range(0, 8, 4):
+            for bx in range(0, 8, 4):
+                block = v[..., by : by + 4, bx : bx + 4]
+                out[..., by : by + 4, bx : bx + 4] = block - block.mean(dim=(-2, -1), keepdim=True)
+        return out
+
+    expected = VelocityMSE()(fine_detail(velocity), fine_detail(ref_velocity), mask)
+    value = HighFreqVelocityMSE(patch=4)(velocity, ref_velocity, mask)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-12)
+    # a change of the coarse picture (one value per block) costs nothing; fine detail does
+    coarse = torch.randn(2, 3, 3, 2, 2, generator=gen, dtype=torch.float64)
+    shifted = velocity + coarse.repeat_interleave(4, -1).repeat_interleave(4, -2)
+    assert HighFreqVelocityMSE(patch=4)(shifted, velocity).item() < 1e-24
+    assert VelocityMSE()(shifted, velocity).item() > 0.1
+    assert (HighFreqVelocityMSE.needs_reference, HighFreqVelocityMSE.domain) == (True, "image")
+    with pytest.raises(ValueError, match="patch 3 must divide"):
+        HighFreqVelocityMSE(patch=3)(velocity, ref_velocity)
+    with pytest.raises(ValueError, match="int >= 2"):
+        HighFreqVelocityMSE(patch=1)
 
 
 def reference_entropy(logits_row):
