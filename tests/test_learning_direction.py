@@ -41,6 +41,20 @@ def _batch(trainer, seed: int):
     return batch
 
 
+def _reward_before_and_after_updates(trainer, updates: int = 10) -> tuple[float, float]:
+    """Mean reward of fresh rollouts (seed 2) before and after ``updates`` optimizer steps of
+    the trainer's loss on one batch (seed 1)."""
+    train_batch = _batch(trainer, seed=1)
+    before = float(_batch(trainer, seed=2).rewards.mean())
+    trainer.model.train()
+    for _ in range(updates):
+        loss, _, _ = trainer.loss(train_batch)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.optimizer.step()
+    return before, float(_batch(trainer, seed=2).rewards.mean())
+
+
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_flow_grpo_updates_move_the_images_the_way_the_reward_asks(make_trainer, sign):
     trainer = make_trainer(
@@ -54,15 +68,7 @@ def test_flow_grpo_updates_move_the_images_the_way_the_reward_asks(make_trainer,
         },
     )
     trainer.reward = _Brightness(sign)
-    train_batch = _batch(trainer, seed=1)
-    before = float(_batch(trainer, seed=2).rewards.mean())
-    trainer.model.train()
-    for _ in range(10):
-        loss, _, _ = trainer.loss(train_batch)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.optimizer.step()
-    after = float(_batch(trainer, seed=2).rewards.mean())
+    before, after = _reward_before_and_after_updates(trainer)
     # the reward (sign * brightness) of fresh rollouts rises, by more than float noise
     assert after - before > 0.005, (before, after)
 
@@ -93,14 +99,6 @@ def test_grpo_updates_move_the_reasoning_the_way_the_reward_asks(make_trainer, s
         },
     )
     trainer.reward = _WordCount("left", sign)
-    train_batch = _batch(trainer, seed=1)
-    before = float(_batch(trainer, seed=2).rewards.mean())
-    trainer.model.train()
-    for _ in range(10):
-        loss, _, _ = trainer.loss(train_batch)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.optimizer.step()
-    after = float(_batch(trainer, seed=2).rewards.mean())
+    before, after = _reward_before_and_after_updates(trainer)
     # fresh reasonings say "left" more often (sign 1) or less often (sign -1)
     assert after - before > 0.05, (before, after)
