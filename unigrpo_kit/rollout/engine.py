@@ -20,7 +20,6 @@ One call collects N = len(prompts) * G episodes, G per prompt. The sequence of o
   loss term trains, so the group-relative advantage credits the trained choices alone.
 """
 
-
 from __future__ import annotations
 
 import torch
