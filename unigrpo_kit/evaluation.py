@@ -73,8 +73,10 @@ def evaluate(
     reasoning: bool = True,
     max_rounds: int = 1,
     guidance_scale: float = 1.0,
+    split: str = "eval",
 ) -> dict:
-    """Judge scores on the eval prompts: strict, partial, quality, and strict per category."""
+    """Judge scores on the eval prompts (or another split's, same protocol): strict, partial,
+    quality, and strict per category."""
     from .tasks.shapeworld import quality, score
 
     engine = eval_engine(
@@ -86,7 +88,7 @@ def evaluate(
         shift=shift,
         guidance_scale=guidance_scale,
     )
-    prompts = task.eval_prompts(num_prompts, seed=seed)
+    prompts = task.eval_prompts(num_prompts, seed=seed, split=split)
     # The noise is drawn on the CPU and moved to the model's device, so that the numbers do not
     # depend on where the model runs beyond float rounding.
     generator = torch.Generator().manual_seed(seed)
@@ -139,4 +141,5 @@ def evaluate_recipe(
         reasoning=roll.reasoning,
         max_rounds=roll.max_rounds,
         guidance_scale=ev.get("guidance_scale", 1.0),
+        split=ev.get("split", "eval"),
     )

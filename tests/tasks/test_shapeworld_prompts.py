@@ -116,6 +116,15 @@ def test_eval_set_is_fixed_and_stratified() -> None:
     assert {p.split for p in prompts} == {"eval"}
 
 
+def test_a_fixed_stratified_set_of_the_training_phrasings_on_request() -> None:
+    prompts = WORLD.eval_prompts(n=70, seed=0, split="train")
+    assert [sum(p.category == c for p in prompts) for c in CATEGORIES] == [10] * 7
+    assert {p.split for p in prompts} == {"train"}
+    assert prompts == WORLD.eval_prompts(n=70, seed=0, split="train")
+    with pytest.raises(ValueError, match="evaluation.split 'test' is not a split; choose from"):
+        WORLD.eval_prompts(n=7, split="test")
+
+
 @pytest.mark.parametrize(
     "text",
     [

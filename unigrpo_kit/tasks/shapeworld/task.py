@@ -85,9 +85,16 @@ class ShapeWorld:
         picks = rng.choices(chosen, weights=weights, k=n)
         return [prompts.sample_prompt(category, split, rng) for category in picks]
 
-    def eval_prompts(self, n: int = DEFAULT_EVAL_SIZE, seed: int = 0) -> list[Prompt]:
-        """A fixed eval-split set: ``n`` prompts stratified over the 7 categories (the first
-        ``n % 7`` categories get one more), distinct texts where the category allows."""
+    def eval_prompts(
+        self, n: int = DEFAULT_EVAL_SIZE, seed: int = 0, split: str = "eval"
+    ) -> list[Prompt]:
+        """A fixed set of ``split``'s prompts (the eval split by default; ``"train"`` asks how a
+        policy does on the phrasings it was trained on): ``n`` prompts stratified over the 7
+        categories (the first ``n % 7`` categories get one more), distinct texts where the
+        category allows."""
+        if split not in prompts.SPLITS:
+            choices = ", ".join(prompts.SPLITS)
+            raise ValueError(f"evaluation.split {split!r} is not a split; choose from {choices}")
         rng = random.Random(seed)
         result: list[Prompt] = []
         for index, category in enumerate(self.categories):
@@ -95,7 +102,7 @@ class ShapeWorld:
             texts: set[str] = set()
             for _ in range(quota):
                 for _ in range(DISTINCT_TEXT_TRIES):
-                    prompt = prompts.sample_prompt(category, "eval", rng)
+                    prompt = prompts.sample_prompt(category, split, rng)
                     if prompt.text not in texts:
                         break
                 texts.add(prompt.text)
