@@ -287,3 +287,19 @@ def test_text_only_multiround_stays_on_policy_once_the_policy_moved(make_trainer
             p.add_(torch.randn(p.shape, generator=generator) * 0.05)
     metrics = trainer.train_step().metrics
     assert metrics["ratio/self_check_max_dev"] < 1e-4
+
+
+@pytest.mark.parametrize("splits", [["train", "eval"], "eval", []])
+def test_rl_never_samples_the_held_out_eval_phrasings(make_trainer, splits):
+    with pytest.raises(ValueError, match="rollout.prompt_splits=.* without 'eval'") as error:
+        make_trainer("unified_single_round", **{"rollout.prompt_splits": splits})
+    assert "\n" not in str(error.value)
+
+
+def test_rl_samples_every_split_it_is_given(make_trainer):
+    trainer = make_trainer(
+        "unified_single_round",
+        **{"rollout.prompt_splits": ["train", "pretrain"], "rollout.prompts_per_step": 40},
+    )
+    assert {p.split for p in trainer.collect().prompts} == {"train", "pretrain"}
+

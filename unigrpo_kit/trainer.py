@@ -108,6 +108,7 @@ class UniGRPOTrainer:
         )
         self.optimizer = self._optimizer(cfg.optimizer)
         self.rng = random.Random(cfg.seed)
+        self.prompt_splits = _prompt_splits(cfg.rollout.get("prompt_splits", "train"))
         # On the CPU whatever the model's device: every draw is made here and moved to the
         # model, so a CUDA run consumes the same random stream as a CPU run.
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -172,7 +173,9 @@ class UniGRPOTrainer:
     def collect(self):
         """Sample this step's prompts and roll out ``group_size`` episodes for each."""
         roll = self.cfg.rollout
-        prompts = self.task.sample_prompts(roll.prompts_per_step, split="train", generator=self.rng)
+        prompts = self.task.sample_prompts(
+            roll.prompts_per_step, split=self.prompt_splits, generator=self.rng
+        )
         progress = self.step / max(1, self.cfg.schedule.steps)
         self.model.eval()
         return self.engine.rollout(
@@ -319,6 +322,17 @@ class UniGRPOTrainer:
                 "rollout and training compute different distributions"
             )
         return worst
+
+
+def _prompt_splits(value) -> str | tuple[str, ...]:
+    """``rollout.prompt_splits``: one split name or several; never the held-out eval split."""
+    splits = (value,) if isinstance(value, str) else tuple(value)
+    if not splits or "eval" in splits:
+        raise ValueError(
+            f"rollout.prompt_splits={value!r} must name training splits without 'eval' (the "
+            "held-out phrasings the eval protocol scores), e.g. 'train' or ['train', 'pretrain']"
+        )
+    return value if isinstance(value, str) else splits
 
 
 def _max_deviation(new: torch.Tensor, old: torch.Tensor, mask: torch.Tensor) -> float:

@@ -11,6 +11,9 @@ rollout = dict(
     # DanceGRPO's shared start: the G images of a group begin from one initial noise, so that
     # they differ only by what the policy sampled (docs/training.md, Choices).
     shared_noise=False,
+    # Which phrasings RL samples its prompts from: "train", or several, e.g. ["train",
+    # "pretrain"]; never "eval", the held-out phrasings that eval scores.
+    prompt_splits="train",
     text_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=32),
     reflection_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=16),
     image_sampler=dict(type="FlowSDE", noise_level=0.7),

@@ -147,3 +147,12 @@ def test_reasoning_parse_is_order_free() -> None:
     scene = parse_reasoning("blue square bottom right ; red circle top left")
     assert scene == Scene((Obj("red", "circle", 0), Obj("blue", "square", 3)))
     assert describe(scene) == "red circle top left ; blue square bottom right"
+
+
+def test_prompts_drawn_from_several_splits_use_each_and_only_those() -> None:
+    mixed = WORLD.sample_prompts(200, ("train", "pretrain"), generator=4)
+    assert {p.split for p in mixed} == {"train", "pretrain"}
+    assert 60 < sum(p.split == "train" for p in mixed) < 140
+    assert {p.split for p in WORLD.sample_prompts(20, ("train",), generator=5)} == {"train"}
+    with pytest.raises(ValueError, match="names no split"):
+        WORLD.sample_prompts(2, (), generator=0)

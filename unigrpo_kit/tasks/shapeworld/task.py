@@ -66,12 +66,13 @@ class ShapeWorld:
     def sample_prompts(
         self,
         n: int,
-        split: str = "train",
+        split: str | Sequence[str] = "train",
         generator: random.Random | int | None = None,
         categories: Sequence[str] | None = None,
     ) -> list[Prompt]:
         """``n`` random prompts of ``split``; categories drawn with weight 1 (riddle:
-        ``riddle_weight``), restricted to ``categories`` when given."""
+        ``riddle_weight``), restricted to ``categories`` when given. ``split`` may name several
+        splits: each prompt then draws its split uniformly (one split draws as before)."""
         rng = _as_rng(generator, self.rng)
         chosen = tuple(categories) if categories is not None else self.categories
         unknown = [c for c in chosen if c not in self.categories]
@@ -83,7 +84,12 @@ class ShapeWorld:
         if sum(weights) <= 0:
             raise ValueError(f"categories {chosen} have zero total weight (riddle_weight=0?)")
         picks = rng.choices(chosen, weights=weights, k=n)
-        return [prompts.sample_prompt(category, split, rng) for category in picks]
+        if isinstance(split, str):
+            return [prompts.sample_prompt(category, split, rng) for category in picks]
+        splits = tuple(split)
+        if not splits:
+            raise ValueError("sample_prompts: split names no split; e.g. ('train', 'pretrain')")
+        return [prompts.sample_prompt(c, rng.choice(splits), rng) for c in picks]
 
     def eval_prompts(
         self, n: int = DEFAULT_EVAL_SIZE, seed: int = 0, split: str = "eval"
