@@ -22,11 +22,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import unigrpo_kit.ablate as ablate_module
-from unigrpo_kit.ablate import (
+import unigrpo_kit.sweep.command as sweep_command
+from unigrpo_kit.sweep.command import ablate
+from unigrpo_kit.sweep.plan import (
     MAX_CELL_NAME,
     GridError,
-    ablate,
     build_cells,
     build_spec,
     cell_name,
@@ -36,8 +36,8 @@ from unigrpo_kit.ablate import (
     plan_sweep,
     split_top_level,
     write_json_atomic,
-    write_report,
 )
+from unigrpo_kit.sweep.report import write_report
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "unified_single_round.py"
@@ -438,7 +438,7 @@ def test_retry_failed_starts_the_failed_run_again_and_nothing_else(
         write_json_atomic(run.result_path, failed)
         return Exited()
 
-    monkeypatch.setattr(ablate_module, "start_worker", stand_in)
+    monkeypatch.setattr(sweep_command, "start_worker", stand_in)
     monkeypatch.chdir(tmp_path)
     rerun = cli.invoke(app, [*sweep_args(tiny_checkpoint, jobs=2), "--retry-failed"])
     assert rerun.exit_code == 1 and "1 runs failed" in rerun.stderr
@@ -453,7 +453,7 @@ def test_a_sweep_killed_midway_resumes_to_the_same_runs_and_table(
     """SIGKILL the whole sweep (parent and workers) while the last run is between checkpoints,
     then rerun the same command: the runs finished by then are untouched, the others resume
     from their checkpoints to exactly the uninterrupted numbers, and the table is the same."""
-    command = [sys.executable, "-m", "unigrpo_kit.ablate", *sweep_args(tiny_checkpoint, jobs=2)]
+    command = [sys.executable, "-m", "unigrpo_kit.sweep", *sweep_args(tiny_checkpoint, jobs=2)]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     log = open(tmp_path / "killed.log", "w")
     process = subprocess.Popen(

@@ -300,8 +300,8 @@ def sample(
 
 def _register_tools() -> None:
     """Commands whose logic lives in their own modules."""
-    from unigrpo_kit.ablate import ablate
     from unigrpo_kit.bench import bench
+    from unigrpo_kit.sweep.command import ablate
 
     app.command("bench")(bench)
     app.command("ablate")(ablate)

@@ -1,7 +1,8 @@
 """One run of an ablation sweep in its own process: train (resuming), evaluate, write result.json.
 
-``python -m unigrpo_kit.ablate_worker RUN_DIR THREADS``, started by :mod:`unigrpo_kit.ablate`
-after it wrote ``RUN_DIR/run.json`` (the recipe and the run's ``--cfg-options``).
+``python -m unigrpo_kit.sweep.worker RUN_DIR THREADS``, started by
+:mod:`unigrpo_kit.sweep.command` after it wrote ``RUN_DIR/run.json`` (the recipe and the run's
+``--cfg-options``).
 
 - Training is ``runner.train(cfg, RUN_DIR, resume=True)``: a run killed midway continues from
   its last checkpoint, exactly (the runner restores weights, optimizer and every RNG state).
@@ -27,12 +28,12 @@ from pathlib import Path
 
 import torch
 
-from . import runner
-from .ablate_plan import write_json_atomic
-from .devices import recipe_device
-from .evaluation import evaluate_recipe
-from .models.checkpoint import load_model
-from .recipe import load_recipe
+from .. import runner
+from ..devices import recipe_device
+from ..evaluation import evaluate_recipe
+from ..models.checkpoint import load_model
+from ..recipe import load_recipe
+from .plan import write_json_atomic
 
 FINAL_REWARD_STEPS = 5  # final training reward: mean reward/mean of the last this-many steps
 

@@ -1,39 +1,7 @@
-"""``unigrpo-kit ablate``: a grid of recipe overrides x seeds, each cell a resumable training run
-that is evaluated at its end, then one results table and two plots.
+"""The ``unigrpo-kit ablate`` command: plan the sweep, run its unfinished runs ``--jobs`` at a
+time (each a :mod:`unigrpo_kit.sweep.worker` process), then write its report.
 
-A sweep lives in ``work_dirs/ablate_<name>/``:
-
-    <cell>/seed<k>/      one training run (runner.train's files: metrics.jsonl, checkpoints/, ...)
-        run.json         the run's exact ``--cfg-options`` (written before the run starts)
-        worker.log       the worker's output, one header per attempt, full tracebacks
-        result.json      written atomically when the run is finished: eval scores, final training
-                         reward, reward curve and times, or the one-line error of a failed run
-    results.csv, results.md, runs.csv, reward_curves.png, eval_strict.png
-
-A run is finished when its ``result.json`` exists. Running the same command again skips finished
-runs, resumes the others from their last checkpoint (``runner.train(..., resume=True)``) and
-rewrites the tables from the result files alone, so a killed-and-resumed sweep ends with the
-same table as an uninterrupted one (up to the time columns). Seeds are not part of the default
-name: ``--seeds 0,1,2`` after ``--seeds 0,1`` adds the third seed to the same sweep. A failed
-run counts as finished; ``--retry-failed`` runs the failed ones again (resuming from their
-checkpoints), e.g. after fixing the bug that made them fail.
-
-Each run is a separate process (``unigrpo_kit.ablate_worker``); ``--jobs N`` runs N at a time
-with ``cpus // N`` torch threads each, unless the sweep sets ``threads=K`` itself.
-
-Grid values are Python literals where they parse as one (``unigrpo_kit.recipe.parse_value``).
-On the command line ``--grid key=v1,v2`` splits on the commas outside brackets and quotes, so
-``--grid 'rollout.window.window_range=(0,5),(2,7)'`` is two tuples (quote it for the shell);
-values with nested structure read better in a ``--grid-file`` (see ``recipes/ablations/``):
-
-    grid = {"rollout.max_rounds": [1, 2]}              # cartesian product over the keys
-    variants = [dict(name="no_reg", overrides={"algorithm.regularizers": []}), ...]
-    seeds = [0, 1]
-    base_overrides = {"schedule.steps": 40}            # applied to every run
-
-``variants`` and ``grid`` may be combined (every variant x every grid cell); ``--grid`` keys add
-to the file's grid. A dict value is merged into the recipe's dict (mmengine semantics) unless it
-holds ``_delete_=True``, which replaces it.
+See :mod:`unigrpo_kit.sweep` for the layout of a sweep and the grid-file format.
 """
 
 from __future__ import annotations
@@ -50,24 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .ablate_plan import (  # noqa: F401  (re-exported: the command's public helpers)
-    MAX_CELL_NAME,
-    GridError,
-    Run,
-    Sweep,
-    build_cells,
-    build_spec,
-    cell_name,
-    load_grid_file,
-    parse_grid_option,
-    parse_seeds,
-    plan_sweep,
-    read_result,
-    split_top_level,
-    write_json_atomic,
-)
-from .ablate_report import terminal_table, write_report
-from .recipe import RecipeError
+from ..recipe import RecipeError
+from .plan import Run, Sweep, build_spec, plan_sweep, read_result, write_json_atomic
+from .report import terminal_table, write_report
 
 
 def available_cpus() -> int:
@@ -77,7 +30,7 @@ def available_cpus() -> int:
 
 
 def start_worker(run: Run, recipe: Path, threads: int) -> subprocess.Popen:
-    """``python -m unigrpo_kit.ablate_worker RUN_DIR THREADS``, output appended to worker.log."""
+    """``python -m unigrpo_kit.sweep.worker RUN_DIR THREADS``, output appended to worker.log."""
     run.directory.mkdir(parents=True, exist_ok=True)
     spec_path = run.directory / "run.json"
     if not spec_path.exists():
@@ -90,12 +43,12 @@ def start_worker(run: Run, recipe: Path, threads: int) -> subprocess.Popen:
                 "options": list(run.options),
             },
         )
-    package_parent = str(Path(__file__).resolve().parent.parent)
+    package_parent = str(Path(__file__).resolve().parents[2])  # the folder above unigrpo_kit/
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
     with open(run.directory / "worker.log", "a") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "unigrpo_kit.ablate_worker", str(run.directory), str(threads)],
+            [sys.executable, "-m", "unigrpo_kit.sweep.worker", str(run.directory), str(threads)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -161,8 +114,7 @@ def _run_line(run: Run, result: dict) -> str:
     )
 
 
-# --------------------------------------------------------------------------- report
-# (column, label, key in result.json, decimals)
+# --------------------------------------------------------------------------- command
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=code)
@@ -240,7 +192,7 @@ def ablate(
 
 
 def main() -> None:
-    """``python -m unigrpo_kit.ablate ...``: the command without the rest of the CLI."""
+    """``python -m unigrpo_kit.sweep ...``: the command without the rest of the CLI."""
     app = typer.Typer(add_completion=False)
     app.command()(ablate)
     app()

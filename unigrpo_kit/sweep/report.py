@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .ablate_plan import Cell, Sweep, read_result, write_text_atomic
+from .plan import Cell, Sweep, read_result, write_text_atomic
 
 METRICS = (
     ("strict", "strict", ("eval", "judge/strict"), 4),
@@ -251,6 +251,3 @@ def write_report(sweep: Sweep) -> list[CellSummary]:
     plot_reward_curves(summaries, sweep.root / "reward_curves.png")
     plot_eval_strict(summaries, sweep.root / "eval_strict.png")
     return summaries
-
-
-# --------------------------------------------------------------------------- command

@@ -1,6 +1,6 @@
 """Planning an ablation sweep: grid parsing, cells, run folders and their files.
 
-See :mod:`unigrpo_kit.ablate` for the command and the layout of a sweep.
+See :mod:`unigrpo_kit.sweep` for the command and the layout of a sweep.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .recipe import RecipeError, check_key, load_recipe, parse_value
+from ..recipe import RecipeError, check_key, load_recipe, parse_value
 
 MAX_CELL_NAME = 100
 BRACKETS = {"(": ")", "[": "]", "{": "}"}
