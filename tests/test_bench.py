@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import typer
 from typer.testing import CliRunner
 
-from unigrpo_kit.bench import QUICK, TARGETS, Bench, Sizes, bench, load_or_random, ratio
+from unigrpo_kit.bench.command import bench
+from unigrpo_kit.bench.config import bench_recipe
+from unigrpo_kit.bench.report import TARGETS, ratio
+from unigrpo_kit.bench.world import QUICK, Bench, Sizes, load_or_random
+from unigrpo_kit.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parent.parent
 
 FIGURES = (
     "overhead/image_rollout",
@@ -85,6 +92,23 @@ def test_ratio_is_the_median_of_per_round_ratios_with_min_and_max():
 
 def test_window_is_three_of_ten_steps():
     assert Sizes().window == 3 and QUICK.window == 1
+
+
+def test_the_built_in_recipe_is_the_single_round_recipe_file():
+    """The bench carries recipes/unified_single_round.py merged (an installed kit has no
+    recipes/ folder); this keeps the two the same."""
+    shipped = load_recipe(REPO / "recipes" / "unified_single_round.py")
+    assert bench_recipe().to_dict() == shipped.to_dict()
+    assert bench_recipe(REPO / "recipes" / "unified_single_round.py").to_dict() == shipped.to_dict()
+
+
+def test_a_missing_recipe_is_a_one_line_error_before_any_measurement():
+    app = typer.Typer()
+    app.command()(bench)
+    result = CliRunner().invoke(app, ["--quick", "--recipe", "no/such/recipe.py"])
+    assert result.exit_code == 2
+    assert "error: recipe file 'no/such/recipe.py' does not exist" in result.stderr
+    assert "measuring" not in result.stderr
 
 
 @pytest.fixture(scope="module")

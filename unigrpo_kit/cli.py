@@ -300,7 +300,7 @@ def sample(
 
 def _register_tools() -> None:
     """Commands whose logic lives in their own modules."""
-    from unigrpo_kit.bench import bench
+    from unigrpo_kit.bench.command import bench
     from unigrpo_kit.sweep.command import ablate
 
     app.command("bench")(bench)
