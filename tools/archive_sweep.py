@@ -1,12 +1,12 @@
-"""Keep a sweep's results in the repository, without its checkpoints.
+"""Keep a finished sweep's tables and plots for docs/ablations.md; its runs stay in work_dirs/.
 
-    python tools/archive_sweep.py modes        # work_dirs/ablate_modes -> results/ablations/modes
+    python tools/archive_sweep.py modes   # work_dirs/ablate_modes -> docs/assets/ablations/modes_*
 
-Copies the tables (``results.csv``, ``results.md``, ``runs.csv``), the plots, and for every run
-its ``run.json``, ``result.json``, ``metrics.jsonl`` and ``config.py``; the plots also go to
-``docs/assets/ablations/<name>_*.png`` for docs/ablations.md. A finished run is one with a
-``result.json``, so copying ``results/ablations/<name>`` back to ``work_dirs/ablate_<name>`` in
-a new checkout lets ``unigrpo-kit ablate`` skip the finished runs and run only the rest.
+Copies ``results.csv`` (mean and std per cell), ``runs.csv`` (the numbers of every run) and the
+two plots to ``docs/assets/ablations/<name>_<file>``, where docs/ablations.md cites them. The
+runs themselves (checkpoints, metrics, configs, result files) are outputs of
+``unigrpo-kit ablate`` under ``work_dirs/ablate_<name>/`` and are not kept in the repository; a
+sweep resumes from that folder.
 """
 
 from __future__ import annotations
@@ -15,33 +15,21 @@ import shutil
 import sys
 from pathlib import Path
 
-RUN_FILES = ("run.json", "result.json", "metrics.jsonl", "config.py")
-SWEEP_FILES = ("results.csv", "results.md", "runs.csv", "reward_curves.png", "eval_strict.png")
+SWEEP_FILES = ("results.csv", "runs.csv", "reward_curves.png", "eval_strict.png")
 
 
 def archive(name: str, root: Path = Path(".")) -> Path:
     source = root / "work_dirs" / f"ablate_{name}"
     if not source.is_dir():
         sys.exit(f"error: no sweep at {source}; run `unigrpo-kit ablate ... --name {name}` first")
-    target = root / "results" / "ablations" / name
-    figures = root / "docs" / "assets" / "ablations"
-    figures.mkdir(parents=True, exist_ok=True)
+    target = root / "docs" / "assets" / "ablations"
+    target.mkdir(parents=True, exist_ok=True)
     for file in SWEEP_FILES:
         if (source / file).is_file():
-            (target).mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source / file, target / file)
-            if file.endswith(".png"):
-                shutil.copy2(source / file, figures / f"{name}_{file}")
-    for result in sorted(source.glob("*/seed*/result.json")):
-        run = result.parent
-        destination = target / run.relative_to(source)
-        destination.mkdir(parents=True, exist_ok=True)
-        for file in RUN_FILES:
-            if (run / file).is_file():
-                shutil.copy2(run / file, destination / file)
+            shutil.copy2(source / file, target / f"{name}_{file}")
     return target
 
 
 if __name__ == "__main__":
     for sweep in sys.argv[1:]:
-        print(f"archived {archive(sweep)}")
+        print(f"archived {sweep} in {archive(sweep)}")
