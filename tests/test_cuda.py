@@ -51,7 +51,7 @@ def test_two_steps_on_cuda(recipe, small_cfg, tmp_path):
     assert trainer.device.type == "cuda"
     assert all(p.device.type == "cuda" for p in trainer.model.parameters())
     if trainer.reference is not None:
-        assert all(p.device.type == "cuda" for p in trainer.reference.parameters())
+        assert all(p.device.type == "cuda" for p in trainer.reference.module.parameters())
     assert trainer.generator.device.type == "cpu"
     expected = "xformers" if xformers_available() else "sdpa"
     assert select_backend(trainer.model.attention_backend, trainer.device) == expected

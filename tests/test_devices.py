@@ -14,7 +14,7 @@ from unigrpo_kit import runner
 from unigrpo_kit.cli import app
 from unigrpo_kit.devices import multinomial, randn, recipe_device, resolve_device
 from unigrpo_kit.evaluation import evaluate_recipe
-from unigrpo_kit.models.checkpoint import load_model
+from unigrpo_kit.models.tiny_unified_policy import TinyUnifiedPolicy
 from unigrpo_kit.recipe import RecipeError, load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
@@ -148,8 +148,8 @@ def test_cpu_eval_numbers_are_those_from_before_model_device():
     """The shipped base model on 21 eval prompts, as ``unigrpo-kit eval`` scored it when eval
     drew its noise from a generator on the model's device (the same CPU generator here)."""
     cfg = load_recipe(MULTIROUND, ["threads=1", "model.device=cpu"])
-    model, tokenizer = load_model("tiny-base")
-    scores = evaluate_recipe(cfg, model, tokenizer, num_prompts=21)
+    policy = TinyUnifiedPolicy(checkpoint="tiny-base", device="cpu")
+    scores = evaluate_recipe(cfg, policy, num_prompts=21)
     assert scores == {
         "judge/strict": 0.7619,
         "judge/partial": 0.9008,

@@ -190,14 +190,18 @@ def test_a_kill_during_a_save_keeps_the_previous_checkpoint(
     resume_cfg, straight_run, tmp_path, monkeypatch
 ):
     work_dir = tmp_path / "killed-saving"
-    original = runner.write_model_files
+    from unigrpo_kit.models.tiny_unified_policy import TinyUnifiedPolicy
 
-    def dies_at_step_two(model, tokenizer, folder, extra=None):
-        original(model, tokenizer, folder, extra)
-        if extra and extra.get("step") == 2:
+    original = TinyUnifiedPolicy.save
+    saves = []
+
+    def dies_at_step_two(policy, folder, extra=None):
+        original(policy, folder, extra)
+        saves.append(folder)
+        if len(saves) == 2:
             raise KeyboardInterrupt  # half-way through writing step 2's checkpoint
 
-    monkeypatch.setattr(runner, "write_model_files", dies_at_step_two)
+    monkeypatch.setattr(TinyUnifiedPolicy, "save", dies_at_step_two)
     with pytest.raises(KeyboardInterrupt):
         runner.train(resume_cfg(3), work_dir, quiet=True)
     monkeypatch.undo()

@@ -72,7 +72,7 @@ def _perturb_lm_head(trainer):
 
 
 def _hotter_text_sampler(trainer):
-    trainer.text_sampler.temperature = 0.5
+    trainer.engine.text_sampler.temperature = 0.5
 
 
 def _perturb_velocity_head(trainer):
@@ -151,7 +151,7 @@ def test_loss_is_j_text_plus_lambda_j_flow_plus_reg_with_one_advantage_per_episo
 
     kwargs = dict(image_sampler=trainer.image_sampler)
     with torch.no_grad():
-        current = recompute(trainer.model, batch, **kwargs)
+        current = recompute(trainer.policy, batch, **kwargs)
         reference = recompute(trainer.reference, batch, **kwargs)
     adv = batch.advantages.double()
     algo = trainer.cfg.algorithm

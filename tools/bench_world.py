@@ -20,7 +20,7 @@ import torch
 
 from unigrpo_kit.models.checkpoint import load_model
 from unigrpo_kit.models.layout import ImageSegment, TextSegment
-from unigrpo_kit.rollout.engine import prompt_ids
+from unigrpo_kit.models.tiny_unified_policy import TinyUnifiedPolicy, prompt_ids
 from unigrpo_kit.rollout.painter import paint
 from unigrpo_kit.samplers.schedules import shifted_sigmas
 from unigrpo_kit.tasks.shapeworld import ShapeWorld
@@ -62,7 +62,8 @@ def main() -> None:
 
         def sample() -> None:
             context = model.extend_text(None, ids, mask)[1]
-            paint(model, context, shifted_sigmas(10))
+            policy = TinyUnifiedPolicy.from_parts(model, tokenizer)
+            paint(policy, context, shifted_sigmas(10), num_rows=args.batch)
 
         sample_s, sample_spread = timed(sample, max(3, args.repeats // 4))
     print(

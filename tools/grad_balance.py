@@ -30,31 +30,12 @@ def flat_grad(params: list[torch.nn.Parameter]) -> torch.Tensor:
 def gradients(trainer, batch) -> dict[str, torch.Tensor]:
     """``{"policy": g, "<Regularizer>": g, ...}``: flat gradients of each weighted term."""
     params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
-    trainer.model.train()
-    current = trainer._recompute(trainer.model, batch)
+    trainer.policy.train()
+    current = trainer._recompute(trainer.policy, batch)
     reference = trainer.reference_terms(batch)
-    advantages = batch.advantages.to(trainer.device)
-    terms: dict[str, torch.Tensor] = {}
-    policy = torch.zeros((), device=trainer.device)
-    if current.text is not None:
-        t = current.text
-        policy = policy + trainer.text_loss(t.log_probs, t.old_log_probs, advantages, t.mask).loss
-    if current.image is not None:
-        i = current.image
-        out = trainer.image_loss(
-            i.log_probs, i.old_log_probs, advantages, i.mask,
-            mean=i.means, old_mean=i.old_means, std=i.stds, dt=i.dts,
-        )  # fmt: skip
-        policy = policy + trainer.cfg.algorithm.image_loss_weight * out.loss
-    terms["policy"] = policy
-    for reg in trainer.regularizers:
-        mine = getattr(current, reg.domain)
-        if mine is None:
-            continue
-        theirs = getattr(reference, reg.domain) if reg.needs_reference else None
-        terms[type(reg).__name__] = reg.weight * reg.penalty(mine, theirs)
+    terms = trainer.objective.terms(current, reference, batch.advantages.to(trainer.device))
     grads = {}
-    for name, value in terms.items():
+    for name, value in {"policy": terms.policy, **terms.regularizers}.items():
         trainer.optimizer.zero_grad(set_to_none=True)
         value.backward(retain_graph=True)
         grads[name] = flat_grad(params).clone()

@@ -43,6 +43,7 @@ from unigrpo_kit.evaluation import evaluate
 from unigrpo_kit.models.checkpoint import atomic_write_dir, load_model, save_model
 from unigrpo_kit.models.layout import ImageSegment, TextSegment
 from unigrpo_kit.models.tiny_unified import TinyUnified, TinyUnifiedConfig
+from unigrpo_kit.models.tiny_unified_policy import TinyUnifiedPolicy
 from unigrpo_kit.models.tokenizer import WordTokenizer
 from unigrpo_kit.tasks.shapeworld import ShapeWorld
 
@@ -328,8 +329,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.eval_every > 0 and (step % args.eval_every == 0 or done()):
             # The EMA lags the weights early on (it still holds the random initialisation), so
             # both are scored; the EMA is what ships.
-            scores = evaluate(ema, tokenizer, task, num_prompts=args.eval_prompts)
-            raw = evaluate(model, tokenizer, task, num_prompts=args.eval_prompts)
+            scores = evaluate(
+                TinyUnifiedPolicy.from_parts(ema, tokenizer), num_prompts=args.eval_prompts
+            )
+            raw = evaluate(
+                TinyUnifiedPolicy.from_parts(model, tokenizer), num_prompts=args.eval_prompts
+            )
             scores.update({f"raw/{k}": v for k, v in raw.items()})
             curve.write(
                 json.dumps({"step": step, "minutes": round(elapsed / 60, 2), **scores}) + "\n"

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import torch
 
-from unigrpo_kit.evaluation import eval_engine, evaluate
+from unigrpo_kit.evaluation import evaluate, protocol_cfg
 from unigrpo_kit.models.checkpoint import load_model
+from unigrpo_kit.models.tiny_unified_policy import TinyUnifiedPolicy
+from unigrpo_kit.rollout.build import evaluation_engine
 from unigrpo_kit.tasks.shapeworld import ShapeWorld
 from unigrpo_kit.visualize import episode_grid, grid
 
@@ -38,7 +40,7 @@ def renders_figure(task: ShapeWorld, path: Path) -> None:
     grid(rows, path)
 
 
-def snapshot_curve(folder: Path, model, tokenizer, task, num_prompts: int) -> list[dict]:
+def snapshot_curve(folder: Path, model, tokenizer, num_prompts: int) -> list[dict]:
     """Eval scores of the raw and EMA weights of every pretraining state saved in ``folder``
     (copies of ``<pretrain dir>/last/state.pt`` taken while the run went on)."""
     points = []
@@ -47,7 +49,8 @@ def snapshot_curve(folder: Path, model, tokenizer, task, num_prompts: int) -> li
         point = {"step": state["step"], "minutes": round(state["elapsed"] / 60, 2)}
         for name in ("model", "ema"):
             model.load_state_dict(state[name])
-            scores = evaluate(model, tokenizer, task, num_prompts=num_prompts, shift=3.0)
+            policy = TinyUnifiedPolicy.from_parts(model, tokenizer)
+            scores = evaluate(policy, num_prompts=num_prompts, shift=3.0)
             point.update({f"{name}/{k}": v for k, v in scores.items()})
         points.append(point)
         print(json.dumps(point), flush=True)
@@ -101,19 +104,20 @@ def main() -> None:
     model.eval()
 
     renders_figure(task, args.out / "world_renders.png")
-    engine = eval_engine(model, tokenizer, max_rounds=2, shift=args.shift)
+    policy = TinyUnifiedPolicy.from_parts(model, tokenizer)
+    engine = evaluation_engine(protocol_cfg(max_rounds=2, shift=args.shift), policy, task)
     prompts = task.eval_prompts(14, seed=1)[::2]
     batch = engine.rollout(prompts, 1, generator=torch.Generator().manual_seed(1))
     episode_grid(batch, args.out / "base_samples.png", max_rows=len(prompts))
 
     common = dict(num_prompts=args.num_prompts, shift=args.shift)
     scores = {
-        "with_reasoning": evaluate(model, tokenizer, task, **common),
-        "without_reasoning": evaluate(model, tokenizer, task, reasoning=False, **common),
-        "two_rounds": evaluate(model, tokenizer, task, max_rounds=2, **common),
+        "with_reasoning": evaluate(policy, **common),
+        "without_reasoning": evaluate(policy, reasoning=False, **common),
+        "two_rounds": evaluate(policy, max_rounds=2, **common),
     }
     if args.snapshots.is_dir():
-        points = snapshot_curve(args.snapshots, model, tokenizer, task, num_prompts=140)
+        points = snapshot_curve(args.snapshots, model, tokenizer, num_prompts=140)
         curve_figure(points, args.out / "pretrain_curve.png")
         scores["pretrain_curve"] = points
     (args.out / "world_scores.json").write_text(json.dumps(scores, indent=2))

@@ -155,6 +155,14 @@ CfgOptions = Annotated[
 
 
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Check the recipe on tiny random models of its own classes (no weights needed): "
+        "2 steps, a checkpoint, an eval; nothing is written outside a temporary folder.",
+    ),
+]
 
 
 @app.command(context_settings=EXTRA_ARGS)
@@ -167,12 +175,27 @@ def train(
         bool, typer.Option(help="Continue from the work dir's last checkpoint.")
     ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Train a recipe: metrics, samples and checkpoints go to the work dir."""
     from unigrpo_kit import runner
     from unigrpo_kit.trainer import OffPolicyError
 
     cfg = _recipe(recipe, cfg_options, ctx)
+    if dry_run:
+        from unigrpo_kit.dry_run import dry_run_train
+
+        try:
+            report = dry_run_train(cfg)
+        except OffPolicyError as error:
+            _fail(str(error), code=1)
+        except _user_errors() as error:
+            _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
+        typer.echo(
+            f"dry run of {recipe}: {report['steps']} steps (reward {report['reward/mean']:.3f}), "
+            f"checkpoint {report['checkpoint']}, eval {_brief(report['eval'])}"
+        )
+        return
     directory = _work_dir(cfg, work_dir)
     try:
         runner.train(cfg, directory, resume=resume, quiet=quiet)
@@ -183,23 +206,30 @@ def train(
     typer.echo(f"done: {directory}")
 
 
-def _load_for_eval(cfg, checkpoint: str | None, work_dir: Path | None):
-    from unigrpo_kit.devices import recipe_device
-    from unigrpo_kit.models.checkpoint import load_model
-    from unigrpo_kit.runner import checkpoint_folder, latest_checkpoint
+def _brief(scores: dict) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in list(scores.items())[:3])
 
-    if checkpoint is None:
-        found = latest_checkpoint(_work_dir(cfg, work_dir))
-        checkpoint = str(found) if found is not None else cfg.model.checkpoint
+
+def _load_for_eval(cfg, checkpoint: str | None, work_dir: Path | None, dry_run: bool, tmp):
+    """The policy to evaluate: a tiny random one (``--dry-run``), the checkpoint given, else
+    the recipe's latest checkpoint, else the recipe's base model; and what it is."""
+    from unigrpo_kit.models.checkpoint import latest_checkpoint, load_policy
+    from unigrpo_kit.runner import build_policy
+
     try:
-        device = recipe_device(cfg)
-        folder = checkpoint_folder(checkpoint)
-        model, tokenizer = load_model(
-            folder, device=device, attention_backend=cfg.model.get("attention_backend", "auto")
-        )
+        if dry_run:
+            from unigrpo_kit.dry_run import dry_run_policy
+
+            cfg, policy = dry_run_policy(cfg, Path(tmp))
+            return cfg, policy, "a tiny random model (dry run)"
+        if checkpoint is None:
+            found = latest_checkpoint(_work_dir(cfg, work_dir))
+            checkpoint = str(found) if found is not None else None
+        if checkpoint is None:
+            return cfg, build_policy(cfg.model), "the recipe's model"
+        return cfg, load_policy(checkpoint, device=cfg.model.get("device")), checkpoint
     except _user_errors() as error:
         _fail(str(error))
-    return model, tokenizer, folder
 
 
 @app.command("eval", context_settings=EXTRA_ARGS)
@@ -220,9 +250,12 @@ def evaluate(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON object last.")
     ] = False,
+    dry_run: DryRun = False,
 ) -> None:
-    """Score a checkpoint on the eval prompts (strict, partial, per category, quality)."""
+    """Score a checkpoint with the task's evaluation protocol (for ShapeWorld: strict,
+    partial, per category, quality)."""
     import json
+    import tempfile
 
     import torch
 
@@ -231,19 +264,20 @@ def evaluate(
     cfg = _recipe(recipe, cfg_options, ctx)
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
-    model, tokenizer, folder = _load_for_eval(cfg, checkpoint, work_dir)
-    try:
-        scores = evaluate_recipe(cfg, model, tokenizer, num_prompts=num_prompts, seed=seed)
-    except _user_errors() as error:
-        _fail(str(error))
-    table = Table(title=f"eval of {folder}", title_justify="left")
+    with tempfile.TemporaryDirectory(prefix="unigrpo-eval-") as tmp:
+        cfg, policy, source = _load_for_eval(cfg, checkpoint, work_dir, dry_run, tmp)
+        try:
+            scores = evaluate_recipe(cfg, policy, num_prompts=num_prompts, seed=seed)
+        except _user_errors() as error:
+            _fail(str(error))
+    table = Table(title=f"eval of {source}", title_justify="left")
     table.add_column("metric", style="bold cyan")
     table.add_column("value", justify="right")
     for key, value in scores.items():
         table.add_row(key, f"{value:.4f}")
     Console(stderr=json_output).print(table)
     if json_output:
-        typer.echo(json.dumps({"checkpoint": str(folder), **scores}))
+        typer.echo(json.dumps({"checkpoint": source, **scores}))
 
 
 @app.command(context_settings=EXTRA_ARGS)
@@ -262,38 +296,40 @@ def sample(
     seed: Annotated[int, typer.Option(help="Seed of the painting noise.")] = 0,
     cfg_options: CfgOptions = None,
     work_dir: Annotated[Path | None, typer.Option(help="Default: work_dirs/<recipe name>.")] = None,
+    dry_run: DryRun = False,
 ) -> None:
-    """Paint an image grid (prompt, reasoning, reflections and images) with a checkpoint."""
+    """Paint an image grid (prompt, reasoning, reflections and images) with a checkpoint,
+    under the recipe's evaluation protocol."""
+    import tempfile
     from types import SimpleNamespace
 
     import torch
 
-    from unigrpo_kit.evaluation import eval_engine
     from unigrpo_kit.registry import TASKS
+    from unigrpo_kit.rollout.build import evaluation_engine
     from unigrpo_kit.visualize import episode_grid
 
     cfg = _recipe(recipe, cfg_options, ctx)
     if out.suffix.lower() != ".png":
         _fail(f"--out {out} must be a .png file")
-    model, tokenizer, _ = _load_for_eval(cfg, checkpoint, work_dir)
-    if prompt:
-        unknown = sorted({w for p in prompt for w in p.split()} - set(tokenizer.stoi))
-        if unknown:
-            _fail(f"--prompt uses words outside the model's vocabulary: {', '.join(unknown[:5])}")
-        prompts = [SimpleNamespace(text=" ".join(p.lower().split())) for p in prompt]
-    else:
-        prompts = TASKS.build(cfg.task).eval_prompts(8, seed=seed)
-    roll = cfg.rollout
-    engine = eval_engine(
-        model,
-        tokenizer,
-        reasoning=roll.reasoning,
-        max_rounds=roll.max_rounds,
-        steps=cfg.evaluation.steps,
-        shift=roll.shift,
-    )
-    # A CPU generator on every device: the same noise, and so the same grid, on CPU and CUDA.
-    batch = engine.rollout(prompts, 1, generator=torch.Generator().manual_seed(seed))
+    with tempfile.TemporaryDirectory(prefix="unigrpo-sample-") as tmp:
+        cfg, policy, _ = _load_for_eval(cfg, checkpoint, work_dir, dry_run, tmp)
+        task = TASKS.build(cfg.task)
+        if prompt:
+            vocabulary = getattr(policy.tokenizer, "stoi", None)  # a word-level tokenizer's
+            unknown = sorted({w for p in prompt for w in p.split()} - set(vocabulary or ()))
+            if vocabulary is not None and unknown:
+                _fail(
+                    f"--prompt uses words outside the model's vocabulary: {', '.join(unknown[:5])}"
+                )
+            # ShapeWorld's word-level vocabulary is lower case; a real tokenizer takes the text
+            texts = [" ".join(p.lower().split()) for p in prompt] if vocabulary else prompt
+            prompts = [SimpleNamespace(text=text) for text in texts]
+        else:
+            prompts = task.eval_prompts(8, seed=seed)
+        engine = evaluation_engine(cfg, policy, task)
+        # A CPU generator on every device: the same noise, and so the same grid, on CPU and CUDA.
+        batch = engine.rollout(prompts, 1, generator=torch.Generator().manual_seed(seed))
     episode_grid(batch, out, max_rows=len(prompts))
     typer.echo(f"wrote {out}")
 

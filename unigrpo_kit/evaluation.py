@@ -1,145 +1,104 @@
-"""Scoring a unified model on ShapeWorld's eval prompts: reason (greedy), paint (ODE), judge.
+"""Evaluating a policy with a recipe's protocol: the task decides the prompts and the scores.
 
-The protocol, fixed so that numbers are comparable across runs and checkpoints: the prompts of
-``task.eval_prompts(num_prompts, seed)``, stratified over the categories; greedy reasoning and
-reflections (temperature 0); Euler ODE painting over ``steps`` steps from noise drawn from
-``seed``; as many rounds as the recipe's rollout allows; the GenEval-style judge (strict and
-partial) and the quality metric on each episode's final image. ``reasoning=False`` paints
-from the raw prompt (``<think> </think>``).
+:func:`evaluate_recipe` builds the deterministic evaluation engine of the recipe
+(:func:`~unigrpo_kit.rollout.build.evaluation_engine`: greedy text, ODE images, nothing recorded)
+and hands it to the task: a task with an ``evaluate(engine, num_prompts=, seed=, split=)``
+method runs its own protocol (ShapeWorld's judge and quality metric); otherwise the task's
+``eval_prompts(n, seed=, split=)`` are rolled out once each and its ``eval_metrics(batch)``
+(one dict of floats per episode) are averaged, each key over the episodes that have it.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Callable, Sequence
 
 import torch
+from mmengine.config import Config
 
-from .rollout.engine import RolloutEngine
-from .samplers.flow import FlowODE
-from .samplers.text import TextSampler
-
-
-def eval_engine(
-    model,
-    tokenizer,
-    *,
-    reasoning: bool = True,
-    max_rounds: int = 1,
-    steps: int = 20,
-    shift: float = 1.0,
-    guidance_scale: float = 1.0,
-    max_reasoning_tokens: int = 32,
-) -> RolloutEngine:
-    """A deterministic rollout engine: greedy text, ODE images, nothing recorded for training."""
-    greedy = TextSampler(
-        temperature=0.0,
-        max_new_tokens=max_reasoning_tokens,
-        stop_token_ids=(tokenizer.end_think_id,),
-        pad_token_id=tokenizer.pad_id,
-    )
-    reflect = TextSampler(
-        temperature=0.0,
-        max_new_tokens=16,
-        stop_token_ids=(tokenizer.end_look_id,),
-        pad_token_id=tokenizer.pad_id,
-    )
-    return RolloutEngine(
-        model,
-        tokenizer,
-        image_sampler=FlowODE(),
-        text_sampler=greedy,
-        reflection_sampler=reflect,
-        reasoning=reasoning,
-        num_steps=steps,
-        shift=shift,
-        max_rounds=max_rounds,
-        guidance_scale=guidance_scale,
-        train_text=False,
-        train_image=False,
-    )
+from .rollout.build import evaluation_engine
 
 
 @torch.no_grad()
-def evaluate(
-    model,
-    tokenizer,
-    task,
+def evaluate_episodes(
+    engine,
+    prompts: Sequence,
+    metrics_of: Callable[[object], list[dict[str, float]]],
     *,
-    num_prompts: int = 140,
     seed: int = 0,
-    steps: int = 20,
-    shift: float = 1.0,
     batch_size: int = 70,
-    reasoning: bool = True,
-    max_rounds: int = 1,
-    guidance_scale: float = 1.0,
-    split: str = "eval",
-) -> dict:
-    """Judge scores on the eval prompts (or another split's, same protocol): strict, partial,
-    quality, and strict per category."""
-    from .tasks.shapeworld import quality, score
-
-    engine = eval_engine(
-        model,
-        tokenizer,
-        reasoning=reasoning,
-        max_rounds=max_rounds,
-        steps=steps,
-        shift=shift,
-        guidance_scale=guidance_scale,
-    )
-    prompts = task.eval_prompts(num_prompts, seed=seed, split=split)
-    # The noise is drawn on the CPU and moved to the model's device, so that the numbers do not
-    # depend on where the model runs beyond float rounding.
+) -> dict[str, float]:
+    """One greedy episode per prompt, in batches of ``batch_size``, scored by ``metrics_of``
+    (an episode batch -> one dict per episode); each key's mean over the episodes that have
+    it, rounded to 4 decimals, in the order the keys first appear. The painting noise is drawn
+    from a CPU generator seeded with ``seed``, so the numbers do not depend on the device
+    beyond float rounding."""
     generator = torch.Generator().manual_seed(seed)
-    per_category: dict[str, list[float]] = defaultdict(list)
-    strict, partial, qualities, valid, rounds = [], [], [], [], []
+    sums: dict[str, list[float]] = {}
     for start in range(0, len(prompts), batch_size):
-        batch = engine.rollout(prompts[start : start + batch_size], 1, generator=generator)
-        images = batch.final_images().cpu()
-        for prompt, thought, image in zip(batch.prompts, batch.texts, images):
-            s, p = score(image, prompt.spec)
-            strict.append(s)
-            partial.append(p)
-            qualities.append(quality(image))
-            per_category[prompt.category].append(s)
-            valid.append(float(task.parse_reasoning(thought) is not None))
-        rounds.extend(batch.rounds().tolist())
-    result = {
-        "judge/strict": _mean(strict),
-        "judge/partial": _mean(partial),
-        "quality": _mean(qualities),
-        "rounds/mean": _mean(rounds),
-    }
-    if reasoning:
-        result["reasoning/valid"] = _mean(valid)
-    result.update({f"strict/{c}": _mean(v) for c, v in sorted(per_category.items())})
-    return result
+        batch = engine.rollout(list(prompts[start : start + batch_size]), 1, generator=generator)
+        for row in metrics_of(batch):
+            for key, value in row.items():
+                sums.setdefault(key, []).append(float(value))
+    return {key: round(sum(values) / len(values), 4) for key, values in sums.items()}
 
 
-def _mean(values: list[float]) -> float:
-    return round(sum(values) / max(len(values), 1), 4)
-
-
-def evaluate_recipe(
-    cfg, model, tokenizer, *, num_prompts: int | None = None, seed: int | None = None
-) -> dict:
-    """:func:`evaluate` with a recipe's settings: its task, ``evaluation.*`` (prompts, seed,
-    steps, guidance) and the rollout's shift, reasoning and rounds. What ``unigrpo-kit eval``
-    and ``unigrpo-kit ablate`` report."""
+def evaluate_recipe(cfg, policy, *, num_prompts: int | None = None, seed: int | None = None):
+    """The task's scores of ``policy`` under the recipe's evaluation protocol
+    (``evaluation.num_prompts``, ``seed``, ``split``, ``steps``, ``guidance_scale``; the
+    rollout's reasoning, rounds and shift). What ``unigrpo-kit eval`` and ``ablate`` report."""
     from .registry import TASKS
 
-    ev, roll = cfg.evaluation, cfg.rollout
-    return evaluate(
-        model,
-        tokenizer,
-        TASKS.build(cfg.task),
-        num_prompts=num_prompts if num_prompts is not None else ev.num_prompts,
-        seed=seed if seed is not None else ev.seed,
-        steps=ev.steps,
-        shift=roll.shift,
-        reasoning=roll.reasoning,
-        max_rounds=roll.max_rounds,
-        guidance_scale=ev.get("guidance_scale", 1.0),
-        split=ev.get("split", "eval"),
+    ev = cfg.evaluation
+    task = TASKS.build(cfg.task)
+    engine = evaluation_engine(cfg, policy, task)
+    num_prompts = num_prompts if num_prompts is not None else ev.num_prompts
+    seed = seed if seed is not None else ev.seed
+    split = ev.get("split", "eval")
+    if hasattr(task, "evaluate"):
+        return task.evaluate(engine, num_prompts=num_prompts, seed=seed, split=split)
+    prompts = task.eval_prompts(num_prompts, seed=seed, split=split)
+    return evaluate_episodes(engine, prompts, task.eval_metrics, seed=seed)
+
+
+def protocol_cfg(
+    *,
+    task: dict | None = None,
+    reasoning: bool = True,
+    max_rounds: int = 1,
+    steps: int = 20,
+    shift: float = 1.0,
+    guidance_scale: float = 1.0,
+    num_prompts: int = 140,
+    seed: int = 0,
+    split: str = "eval",
+    max_reasoning_tokens: int = 32,
+    max_reflection_tokens: int = 16,
+) -> Config:
+    """The recipe sections that :func:`evaluate_recipe` reads, from plain settings (the
+    defaults are the built-in recipes'): for tools that evaluate outside a recipe."""
+    sampler = lambda tokens: dict(type="TextSampler", max_new_tokens=tokens)  # noqa: E731
+    return Config(
+        dict(
+            task=task or dict(type="ShapeWorld"),
+            rollout=dict(
+                reasoning=reasoning,
+                max_rounds=max_rounds,
+                shift=shift,
+                text_sampler=sampler(max_reasoning_tokens),
+                reflection_sampler=sampler(max_reflection_tokens),
+            ),
+            evaluation=dict(
+                num_prompts=num_prompts,
+                steps=steps,
+                seed=seed,
+                split=split,
+                guidance_scale=guidance_scale,
+            ),
+        )
     )
+
+
+def evaluate(policy, **settings) -> dict[str, float]:
+    """:func:`evaluate_recipe` under :func:`protocol_cfg`'s plain ``settings`` (e.g.
+    ``num_prompts=140, shift=3.0, max_rounds=2``)."""
+    return evaluate_recipe(protocol_cfg(**settings), policy)

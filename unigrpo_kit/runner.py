@@ -2,8 +2,9 @@
 
 ``work_dir`` gets ``config.py`` (the resolved recipe), ``metrics.jsonl`` (one JSON object per
 step), TensorBoard events in ``tb/``, sample grids in ``samples/`` and checkpoints in
-``checkpoints/step_XXXXXX/`` (model weights, config and tokenizer, plus the optimizer and every
-random-number state), each written atomically; ``checkpoints/latest`` names the newest.
+``checkpoints/step_XXXXXX/`` (the policy in its ecosystem's layout, written by its ``save``,
+plus the optimizer and every random-number state), each written atomically;
+``checkpoints/latest`` names the newest.
 Checkpoints hold CPU tensors whatever ``model.device`` was, so a run saved on CUDA resumes on
 CUDA or on the CPU.
 """
@@ -20,27 +21,33 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .devices import recipe_device
-from .models.checkpoint import atomic_write_dir, load_model, resolve_checkpoint, write_model_files
+from .models.checkpoint import atomic_write_dir, latest_checkpoint
 from .trainer import UniGRPOTrainer
 from .visualize import episode_grid
 
 KEEP_CHECKPOINTS = 2
 
 
+def build_policy(model_cfg, **overrides):
+    """The policy a recipe's ``model`` names, through ``MODELS.build`` (``type`` defaults to
+    the built-in ``TinyUnified``); ``overrides`` replace keys (e.g. a checkpoint's folder)."""
+    from .registry import MODELS
+
+    spec = dict(model_cfg)
+    spec.setdefault("type", "TinyUnified")
+    spec.update(overrides)
+    return MODELS.build(spec)
+
+
 def build_trainer(cfg) -> UniGRPOTrainer:
-    """Seed everything, load the model named by ``model.checkpoint`` onto ``model.device`` and
-    build the trainer."""
-    device = recipe_device(cfg)
+    """Seed everything, build the policy that ``model`` names (on ``model.device``) and the
+    trainer."""
+    recipe_device(cfg)  # a bad model.device fails here, in one line, before any loading
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
-    model, tokenizer = load_model(
-        checkpoint_folder(cfg.model.checkpoint),
-        device=device,
-        attention_backend=cfg.model.get("attention_backend", "auto"),
-    )
-    return UniGRPOTrainer(cfg, model, tokenizer)
+    return UniGRPOTrainer(cfg, build_policy(cfg.model))
 
 
 def _to_cpu(value):
@@ -59,7 +66,7 @@ def save_checkpoint(trainer: UniGRPOTrainer, work_dir: Path) -> Path:
     folder = work_dir / "checkpoints" / f"step_{trainer.step:06d}"
 
     def write(tmp: Path) -> None:
-        write_model_files(trainer.model, trainer.tokenizer, tmp, extra={"step": trainer.step})
+        trainer.policy.save(tmp)
         state = {
             "step": trainer.step,
             "optimizer": _to_cpu(trainer.optimizer.state_dict()),
@@ -81,22 +88,12 @@ def save_checkpoint(trainer: UniGRPOTrainer, work_dir: Path) -> Path:
     return folder
 
 
-def latest_checkpoint(work_dir: Path) -> Path | None:
-    pointer = work_dir / "checkpoints" / "latest"
-    if not pointer.exists():
-        return None
-    folder = work_dir / "checkpoints" / pointer.read_text().strip()
-    return folder if folder.is_dir() else None
-
-
 def restore(trainer: UniGRPOTrainer, folder: Path) -> None:
     """Load weights, optimizer and RNG states from a checkpoint folder written by this module.
 
     The file's tensors are read onto the CPU; the optimizer moves its state to the device of
     the parameters it belongs to (the trainer's model)."""
-    from .models.checkpoint import load_weights
-
-    load_weights(trainer.model, folder / "model.safetensors")
+    trainer.policy.load_weights(folder)
     state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=False)
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.rng.setstate(state["python_rng"])
@@ -170,14 +167,3 @@ def train(cfg, work_dir: Path, *, resume: bool = False, quiet: bool = False) -> 
                 save_checkpoint(trainer, work_dir)
     writer.close()
     return trainer
-
-
-def checkpoint_folder(name_or_path: str) -> Path:
-    """A checkpoint folder from a shipped name, a checkpoint folder or a run's work dir."""
-    path = Path(name_or_path)
-    if path.is_dir() and (path / "checkpoints").is_dir():
-        found = latest_checkpoint(path)
-        if found is None:
-            raise FileNotFoundError(f"work dir {path} has no checkpoint yet")
-        return found
-    return resolve_checkpoint(name_or_path)

@@ -19,18 +19,16 @@ sampler, loss, advantage, regularizer or reward it runs.
 
 from __future__ import annotations
 
-import copy
 import random
 import time
 from dataclasses import dataclass
 
 import torch
 
-from .registry import ADVANTAGES, LOSSES, REGULARIZERS, REWARDS, SAMPLERS, TASKS
-from .rollout.engine import RolloutEngine, null_context
+from .objective import Objective
+from .registry import ADVANTAGES, REWARDS, TASKS
+from .rollout.build import paints, trained_parts, training_engine
 from .rollout.recompute import Recomputed, recompute
-
-MODES = ("text", "image", "unified")
 
 
 class OffPolicyError(RuntimeError):
@@ -48,64 +46,31 @@ def mean_of(values: list[float]) -> float:
 
 
 class UniGRPOTrainer:
-    """Builds every component from a recipe (an mmengine Config) and runs the GRPO loop."""
+    """Builds every component from a recipe (an mmengine Config) and runs the GRPO loop on a
+    policy (any implementation of :mod:`unigrpo_kit.models.protocol`)."""
 
-    def __init__(self, cfg, model, tokenizer):
+    def __init__(self, cfg, policy):
         self.cfg = cfg
-        self.model = model
-        self.device = next(model.parameters()).device
-        self.tokenizer = tokenizer
-        algo, roll = cfg.algorithm, cfg.rollout
-        self.mode = roll.mode
-        if self.mode not in MODES:
-            raise ValueError(f"rollout.mode={self.mode!r}: use one of {', '.join(MODES)}")
-        self.train_text = self.mode in ("text", "unified")
-        self.train_image = self.mode in ("image", "unified")
+        self.policy = policy
+        self.device = policy.device
+        self.mode = cfg.rollout.mode
+        self.train_text, self.train_image = trained_parts(cfg)
         self.task = TASKS.build(cfg.task)
         self.reward = REWARDS.build(cfg.reward)
-        self.advantage = ADVANTAGES.build(algo.advantage)
-        self.text_loss = LOSSES.build(algo.text_loss) if self.train_text else None
-        self.image_loss = LOSSES.build(algo.image_loss) if self.train_image else None
-        self.regularizers = [REGULARIZERS.build(r) for r in algo.get("regularizers", [])]
-        self.regularizers = [
-            r
-            for r in self.regularizers
-            if (r.domain == "text" and self.train_text)
-            or (r.domain == "image" and self.train_image)
-        ]
-        needs_reference = any(r.needs_reference for r in self.regularizers)
-        frozen_painter = self.mode == "text" and "images" in self.reward.needs
-        self.reference = None
-        if needs_reference or frozen_painter:
-            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
-        self.image_sampler = SAMPLERS.build(roll.image_sampler)
-        text_sampler = None
-        if roll.reasoning:
-            text_sampler = SAMPLERS.build(
-                self._with_tokens(roll.text_sampler, tokenizer.end_think_id)
-            )
-        self.text_sampler = text_sampler
-        reflection = roll.get("reflection_sampler")
-        if reflection:
-            reflection = SAMPLERS.build(self._with_tokens(reflection, tokenizer.end_look_id))
-        self.engine = RolloutEngine(
-            model,
-            tokenizer,
-            image_sampler=self.image_sampler,
-            window=SAMPLERS.build(roll.window) if self.train_image else None,
-            text_sampler=text_sampler,
-            reflection_sampler=reflection,
-            reasoning=roll.reasoning,
-            num_steps=roll.num_steps,
-            shift=roll.shift,
-            max_rounds=roll.max_rounds,
-            guidance_scale=roll.guidance_scale,
-            train_text=self.train_text,
-            train_image=self.train_image,
-            paint_images=self.train_image or "images" in self.reward.needs,
-            painter=self.reference if frozen_painter else None,
-            shared_noise=roll.get("shared_noise", False),
+        self.advantage = ADVANTAGES.build(cfg.algorithm.advantage)
+        self.objective = Objective(
+            cfg.algorithm, train_text=self.train_text, train_image=self.train_image
         )
+        # A frozen reference (a copy, or the adapter-disabled model under LoRA) serves the
+        # regularizers and, in text-only training with an image reward, paints.
+        frozen_painter = self.mode == "text" and paints(cfg, self.reward)
+        self.reference = None
+        if self.objective.needs_reference or frozen_painter:
+            self.reference = policy.reference()
+        self.engine = training_engine(
+            cfg, policy, self.task, self.reward, painter=self.reference if frozen_painter else None
+        )
+        self.image_sampler = self.engine.image_sampler
         self.optimizer = self._optimizer(cfg.optimizer)
         self.rng = random.Random(cfg.seed)
         self.prompt_splits = _prompt_splits(cfg.rollout.get("prompt_splits", "train"))
@@ -114,28 +79,29 @@ class UniGRPOTrainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
 
-    # ------------------------------------------------------------------ set-up
-    def _with_tokens(self, sampler_cfg, stop_id: int) -> dict:
-        """A text-sampler config with the tokenizer's stop and pad ids filled in when absent."""
-        cfg = dict(sampler_cfg)
-        cfg.setdefault("stop_token_ids", (stop_id,))
-        cfg.setdefault("pad_token_id", self.tokenizer.pad_id)
-        return cfg
+    @property
+    def model(self) -> torch.nn.Module:
+        """The trained module (``policy.module``)."""
+        return self.policy.module
 
+    # ------------------------------------------------------------------ set-up
     def _optimizer(self, opt) -> torch.optim.Optimizer:
-        """AdamW with one parameter group per expert; an expert with lr 0 is frozen."""
+        """AdamW with one parameter group per part (``optimizer.lr_<part>``); a part with lr 0,
+        or that the mode does not train, is frozen."""
         groups = []
-        for name, params in self.model.expert_parameters().items():
-            lr = opt[f"lr_{name}"]
-            trains = (name == "text" and self.train_text) or (name == "image" and self.train_image)
-            if lr > 0 and trains:
+        trains = {"text": self.train_text, "image": self.train_image}
+        for name, params in self.policy.parameter_groups().items():
+            if not params:
+                continue
+            lr = opt.get(f"lr_{name}", 0.0)
+            if lr > 0 and trains.get(name, False):
                 groups.append({"params": params, "lr": lr, "name": name})
             else:
                 for p in params:
                     p.requires_grad_(False)
         if not groups:
             raise ValueError(
-                "optimizer: every expert is frozen (lr_text and lr_image are 0 or "
+                "optimizer: every part is frozen (lr_text and lr_image are 0 or "
                 "unused by rollout.mode); nothing would train"
             )
         return torch.optim.AdamW(groups, betas=tuple(opt.betas), weight_decay=opt.weight_decay)
@@ -177,7 +143,7 @@ class UniGRPOTrainer:
             roll.prompts_per_step, split=self.prompt_splits, generator=self.rng
         )
         progress = self.step / max(1, self.cfg.schedule.steps)
-        self.model.eval()
+        self.policy.train(False)
         return self.engine.rollout(
             prompts, roll.group_size, generator=self.generator, progress=progress
         )
@@ -207,7 +173,7 @@ class UniGRPOTrainer:
     def optimize(self, batch) -> tuple[dict[str, list[float]], float]:
         """K inner epochs of minibatch updates; returns the logged parts and the self-check."""
         algo = self.cfg.algorithm
-        self.model.train()
+        self.policy.train()
         reference = self.reference_terms(batch)
         logs: dict[str, list[float]] = {}
         self_check = 0.0
@@ -242,7 +208,7 @@ class UniGRPOTrainer:
     def reference_terms(self, batch):
         """The frozen reference's recomputed terms for every episode of ``batch`` (once per
         step: they do not change across inner epochs), or None if no regularizer needs them."""
-        if not any(r.needs_reference for r in self.regularizers):
+        if not self.objective.needs_reference:
             return None
         size = self.cfg.algorithm.minibatch_size
         chunks = [
@@ -253,63 +219,28 @@ class UniGRPOTrainer:
         ]
         return Recomputed.concat(chunks)
 
-    def _recompute(self, model, minibatch):
-        null = None
-        if self.cfg.rollout.guidance_scale != 1.0:
-            null = null_context(model, self.tokenizer, len(minibatch), self.device)
+    def _recompute(self, policy, minibatch) -> Recomputed:
         return recompute(
-            model,
+            policy,
             minibatch,
             image_sampler=self.image_sampler,
             train_text=self.train_text,
             train_image=self.train_image,
-            null_cache=null,
+            guidance_scale=self.cfg.rollout.get("guidance_scale", 1.0),
         )
 
     def loss(self, minibatch, reference=None):
-        """J_text + lambda * J_flow + weighted regularizers on one minibatch of episodes.
+        """J_text + lambda * J_flow + weighted regularizers on one minibatch of episodes
+        (:class:`~unigrpo_kit.objective.Objective`); returns the total, the logged parts and the
+        self-check's deviations.
 
         ``reference``: the reference model's terms for these episodes (computed if needed)."""
-        algo = self.cfg.algorithm
-        current = self._recompute(self.model, minibatch)
+        current = self._recompute(self.policy, minibatch)
         if reference is None:
             reference = self.reference_terms(minibatch)
         advantages = minibatch.advantages.to(self.device)
-        total = torch.zeros((), device=self.device)
-        parts: dict[str, float] = {}
-        deviation: dict[str, float] = {}
-        if current.text is not None:
-            t = current.text
-            out = self.text_loss(t.log_probs, t.old_log_probs, advantages, t.mask)
-            total = total + out.loss
-            parts["loss/text"] = float(out.loss.detach())
-            parts.update({f"text/{k}": float(v) for k, v in out.metrics.items()})
-            deviation["text"] = _max_deviation(t.log_probs, t.old_log_probs, t.mask)
-        if current.image is not None:
-            i = current.image
-            out = self.image_loss(
-                i.log_probs,
-                i.old_log_probs,
-                advantages,
-                i.mask,
-                mean=i.means,
-                old_mean=i.old_means,
-                std=i.stds,
-                dt=i.dts,
-            )
-            total = total + algo.image_loss_weight * out.loss
-            parts["loss/image"] = float(out.loss.detach())
-            parts.update({f"image/{k}": float(v) for k, v in out.metrics.items()})
-            deviation["image"] = _max_deviation(i.log_probs, i.old_log_probs, i.mask)
-        for reg in self.regularizers:
-            terms = getattr(current, reg.domain)
-            if terms is None:
-                continue
-            ref_terms = getattr(reference, reg.domain) if reg.needs_reference else None
-            value = reg.penalty(terms, ref_terms)
-            total = total + reg.weight * value
-            parts[f"reg/{type(reg).__name__}"] = float(value.detach())
-        return total, parts, deviation
+        terms = self.objective.terms(current, reference, advantages)
+        return terms.total, terms.metrics, terms.deviation
 
     def check_on_policy(self, deviation: dict[str, float]) -> float:
         """The largest |log pi_new - log pi_old| at the first minibatch; raise if too large."""
@@ -333,9 +264,3 @@ def _prompt_splits(value) -> str | tuple[str, ...]:
             "held-out phrasings the eval protocol scores), e.g. 'train' or ['train', 'pretrain']"
         )
     return value if isinstance(value, str) else splits
-
-
-def _max_deviation(new: torch.Tensor, old: torch.Tensor, mask: torch.Tensor) -> float:
-    if not bool(mask.any()):
-        return 0.0
-    return float((new.detach() - old).abs()[mask].max())

@@ -46,7 +46,7 @@ def force_done(monkeypatch, sampler, tokenizer, rows):
 
 def test_multiround_segments_come_in_the_documented_order(make_trainer):
     trainer = make_trainer("unified_multiround")
-    tok = trainer.tokenizer
+    tok = trainer.policy.tokenizer
     prompts, batch = rollout(trainer)
     n = N_PROMPTS * G
     assert len(batch) == n
@@ -79,7 +79,7 @@ def test_multiround_segments_come_in_the_documented_order(make_trainer):
 
 def test_image_only_mode_paints_from_the_prompt_with_empty_thoughts(make_trainer):
     trainer = make_trainer("image_flowgrpo")
-    tok = trainer.tokenizer
+    tok = trainer.policy.tokenizer
     _, batch = rollout(trainer)
     assert [s.kind for s in batch.segments] == ["text", "image"]
     prompt, image = batch.segments
@@ -116,7 +116,7 @@ def test_groups_hold_g_rows_per_prompt_whatever_the_batch(make_trainer):
 
 def test_a_row_that_says_done_is_inactive_in_later_segments(make_trainer, monkeypatch):
     trainer = make_trainer("unified_multiround")
-    force_done(monkeypatch, trainer.engine.reflection_sampler, trainer.tokenizer, rows=[1])
+    force_done(monkeypatch, trainer.engine.reflection_sampler, trainer.policy.tokenizer, rows=[1])
     _, batch = rollout(trainer)
     first, second = batch.image_segments
     assert first.active.tolist() == [True] * 4
@@ -132,7 +132,7 @@ def test_a_row_that_says_done_is_inactive_in_later_segments(make_trainer, monkey
         assert torch.equal(finals[row], second.images[row])
     # The inactive row's image steps are masked out of training.
     terms = recompute(
-        trainer.model,
+        trainer.policy,
         batch,
         image_sampler=trainer.image_sampler,
     )
@@ -165,7 +165,7 @@ def test_what_the_rollout_recorded_is_what_recompute_reads_back(make_trainer):
     _, batch = rollout(trainer)
     with torch.no_grad():
         terms = recompute(
-            trainer.model,
+            trainer.policy,
             batch,
             image_sampler=trainer.image_sampler,
         )
@@ -185,7 +185,7 @@ def test_only_the_rows_that_edit_paint_again_and_they_paint_what_they_would_have
     trainer = make_trainer("unified_multiround")
     _, everyone = rollout(trainer)
     assert everyone.image_segments[1].active.all()  # the random tiny model never says "done"
-    force_done(monkeypatch, trainer.engine.reflection_sampler, trainer.tokenizer, rows=[1])
+    force_done(monkeypatch, trainer.engine.reflection_sampler, trainer.policy.tokenizer, rows=[1])
     _, some = rollout(trainer)
     all_second, some_second = everyone.image_segments[1], some.image_segments[1]
     for row in (0, 2, 3):
@@ -200,7 +200,7 @@ def test_only_the_rows_that_edit_paint_again_and_they_paint_what_they_would_have
     assert not some_second.trajectory.latents[1].any()
     assert not some_second.trajectory.log_probs[1].any()
     with torch.no_grad():
-        terms = recompute(trainer.model, some, image_sampler=trainer.image_sampler).image
+        terms = recompute(trainer.policy, some, image_sampler=trainer.image_sampler).image
     assert terms.mask.any() and not terms.mask.all()
     torch.testing.assert_close(
         terms.log_probs[terms.mask], terms.old_log_probs[terms.mask], atol=1e-4, rtol=0

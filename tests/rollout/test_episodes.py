@@ -147,6 +147,7 @@ def test_painting_some_rows_draws_the_noise_of_all_rows(make_tiny_model):
     """``paint(rows=...)`` gives the selected rows exactly the trajectory they get when every
     row is painted with the same generator, and zeros elsewhere."""
     from unigrpo_kit.models.layout import TextSegment
+    from unigrpo_kit.models.tiny_unified_policy import TinyUnifiedPolicy
     from unigrpo_kit.rollout.painter import paint
     from unigrpo_kit.samplers.flow import FlowSDE
     from unigrpo_kit.samplers.schedules import shifted_sigmas
@@ -157,10 +158,13 @@ def test_painting_some_rows_draws_the_noise_of_all_rows(make_tiny_model):
     sigmas = shifted_sigmas(4, 3.0)
     sde_mask = torch.tensor([False, True, True, False])
     common = dict(sampler=FlowSDE(0.7), sde_mask=sde_mask)
-    full = paint(model, context, sigmas, generator=torch.Generator().manual_seed(0), **common)
+    policy = TinyUnifiedPolicy.from_parts(model, tokenizer)
+    full = paint(
+        policy, context, sigmas, generator=torch.Generator().manual_seed(0), num_rows=4, **common
+    )
     rows = torch.tensor([0, 3])
     part = paint(
-        model, context.select(rows), sigmas, generator=torch.Generator().manual_seed(0),
+        policy, context.select(rows), sigmas, generator=torch.Generator().manual_seed(0),
         rows=rows, num_rows=4, **common,
     )  # fmt: skip
     for field in ("latents", "log_probs", "means", "stds"):

@@ -1,7 +1,24 @@
-"""Models: attention backends, the built-in TinyUnified model, its tokenizer and checkpoints."""
+"""Models: the policy protocol and its implementations (the built-in TinyUnified, Hugging Face
+causal LMs), attention backends, the tokenizer and checkpoints."""
 
-from .checkpoint import load_model, save_model
+from .checkpoint import load_model, load_policy, save_model
+from .hf_causal_lm import HFCausalLM
+from .protocol import ImagePolicy, TextPolicy, TrainablePolicy, UnifiedPolicy
 from .tiny_unified import TinyUnified, TinyUnifiedConfig
+from .tiny_unified_policy import TinyUnifiedPolicy
 from .tokenizer import WordTokenizer
 
-__all__ = ["TinyUnified", "TinyUnifiedConfig", "WordTokenizer", "load_model", "save_model"]
+__all__ = [
+    "HFCausalLM",
+    "ImagePolicy",
+    "TextPolicy",
+    "TinyUnified",
+    "TinyUnifiedConfig",
+    "TinyUnifiedPolicy",
+    "TrainablePolicy",
+    "UnifiedPolicy",
+    "WordTokenizer",
+    "load_model",
+    "load_policy",
+    "save_model",
+]

@@ -1,4 +1,4 @@
-"""Saving and loading TinyUnified checkpoints: safetensors weights, a config and the tokenizer.
+"""Checkpoint folders: TinyUnified's files, and loading any policy by its registry type.
 
 A checkpoint is a folder with ``model.safetensors``, ``config.json`` and ``tokenizer.json``.
 Named checkpoints shipped inside the package (``"tiny-base"``) live in
@@ -21,6 +21,9 @@ from .tiny_unified import TinyUnified, TinyUnifiedConfig
 from .tokenizer import WordTokenizer
 
 CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json")
+# Written by every policy's ``save``: the registry type and keyword arguments that rebuild it
+# through ``MODELS.build``; a path value "." stands for the folder the file is in.
+POLICY_FILE = "unigrpo_policy.json"
 PACKAGE_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
@@ -124,3 +127,53 @@ def load_weights(model: torch.nn.Module, file: str | Path) -> None:
         )
         raise ValueError(f"checkpoint {file} does not match the model: {detail}")
     model.load_state_dict(state)
+
+
+def latest_checkpoint(work_dir: Path) -> Path | None:
+    """The checkpoint that a run's ``checkpoints/latest`` names, or None."""
+    pointer = Path(work_dir) / "checkpoints" / "latest"
+    if not pointer.exists():
+        return None
+    folder = Path(work_dir) / "checkpoints" / pointer.read_text().strip()
+    return folder if folder.is_dir() else None
+
+
+def checkpoint_folder(name_or_path: str | Path) -> Path:
+    """A checkpoint folder from a shipped name, a checkpoint folder or a run's work dir."""
+    path = Path(name_or_path)
+    if path.is_dir() and (path / "checkpoints").is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"work dir {path} has no checkpoint yet")
+        return found
+    return resolve_checkpoint(name_or_path)
+
+
+def policy_spec(folder: str | Path) -> dict:
+    """The ``MODELS.build`` config of the policy saved in ``folder`` (its ``unigrpo_policy.json``,
+    or a TinyUnified checkpoint's ``config.json``), with "." resolved to the folder."""
+    folder = Path(folder)
+    meta_file = folder / POLICY_FILE
+    if meta_file.is_file():
+        meta = json.loads(meta_file.read_text())
+        kwargs = {k: str(folder) if v == "." else v for k, v in meta.get("kwargs", {}).items()}
+        return {"type": meta["type"], **kwargs}
+    if (folder / "config.json").is_file():
+        kind = json.loads((folder / "config.json").read_text()).get("type")
+        if kind == "TinyUnified":
+            return {"type": "TinyUnified", "checkpoint": str(folder)}
+    raise FileNotFoundError(
+        f"{folder} is not a policy checkpoint: it has no {POLICY_FILE} (written by a kit run) "
+        "and no TinyUnified config.json"
+    )
+
+
+def load_policy(name_or_path: str | Path, **overrides):
+    """The policy saved in a checkpoint folder, a run's work dir (its latest checkpoint) or a
+    shipped name, built by registry type through ``MODELS.build``; ``overrides`` (e.g.
+    ``device``) replace saved keyword arguments."""
+    from ..registry import MODELS
+
+    spec = policy_spec(checkpoint_folder(name_or_path))
+    spec.update({k: v for k, v in overrides.items() if v is not None})
+    return MODELS.build(spec)

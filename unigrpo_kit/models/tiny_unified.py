@@ -27,7 +27,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..registry import MODELS
 from .attention import attention, select_backend
 from .layout import ImageSegment, KVCache, TextSegment, build_mask, empty_cache, spans_of
 
@@ -148,7 +147,6 @@ class MoTBlock(nn.Module):
         return x, keys, values
 
 
-@MODELS.register_module()
 class TinyUnified(nn.Module):
     """A small mixture-of-transformers (Bagel-style) over text tokens and image patches."""
 

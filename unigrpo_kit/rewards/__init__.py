@@ -1,6 +1,7 @@
 """Rewards: the protocol, the ShapeWorld judge, text rewards, JPEG compressibility, composites,
 and, for control runs, a placebo and a brightness probe."""
 
+from .answer import AnswerFormat, ExactAnswer  # noqa: F401  (registers them)
 from .base import Reward, RewardOutput
 from .brightness import Brightness
 from .composite import Gated, WeightedSum

@@ -7,7 +7,6 @@ from typing import NamedTuple
 import torch
 
 from ..devices import randn
-from ..models.layout import KVCache
 from ..samplers.flow import FlowODE, FlowStep
 
 _ODE = FlowODE()
@@ -39,8 +38,8 @@ class Trajectory(NamedTuple):
 
 @torch.no_grad()
 def paint(
-    model,
-    context: KVCache,
+    policy,
+    context,
     sigmas: torch.Tensor,
     *,
     sampler: FlowStep | None = None,
@@ -49,32 +48,33 @@ def paint(
     generator: torch.Generator | None = None,
     guidance=None,
     rows: torch.Tensor | None = None,
-    num_rows: int | None = None,
+    num_rows: int,
 ) -> Trajectory:
-    """Denoise from ``noise`` (drawn if None) along ``sigmas`` [N + 1] given the context cache.
+    """Denoise from ``noise`` (drawn if None) along ``sigmas`` [N + 1] given the rows' context.
+
+    ``policy`` is an :class:`~unigrpo_kit.models.protocol.ImagePolicy` (its ``latent_shape``
+    and ``velocity``); ``context`` is its context of the rows to paint.
 
     Steps where ``sde_mask`` [N] is True use ``sampler`` (an SDE) and record its log-prob;
     the others are plain Euler ODE steps. ``guidance``, if given, is a callable
     ``(x, sigma_batch) -> velocity`` that replaces the bare model call (classifier-free guidance).
 
-    ``rows`` [b] (an index tensor into the batch), if given, paints only those rows: ``context``
-    and ``guidance`` are then the selected rows' (``KVCache.select``), while the noise is still
+    ``num_rows`` is the batch size B. ``rows`` [b] (an index tensor into the batch), if given,
+    paints only those rows: ``context``
+    and ``guidance`` are then the selected rows' (``Context.select``), while the noise is still
     drawn for the whole batch of ``num_rows`` rows so that the random stream, and so each painted
     row, is the same as if every row were painted. The trajectory has all ``num_rows`` rows;
     the unpainted ones hold zeros (log-prob 0). A multi-round rollout paints the rows that asked
     for an edit this way.
     """
     if rows is not None:
-        if num_rows is None:
-            raise ValueError("paint: rows=... needs num_rows, the size of the whole batch")
         return _paint_rows(
-            model, context, sigmas, rows, num_rows, sampler=sampler, sde_mask=sde_mask,
+            policy, context, sigmas, rows, num_rows, sampler=sampler, sde_mask=sde_mask,
             noise=noise, generator=generator, guidance=guidance,
         )  # fmt: skip
-    batch = context.valid.shape[0]
-    cfg = model.config
-    shape = (batch, cfg.channels, cfg.image_size, cfg.image_size)
-    device = context.valid.device
+    batch = num_rows
+    shape = (batch, *policy.latent_shape())
+    device = policy.device
     num_steps = sigmas.numel() - 1
     if sde_mask is None:
         sde_mask = torch.zeros(num_steps, dtype=torch.bool)
@@ -84,7 +84,9 @@ def paint(
     latents, log_probs, means, stds = [x], [], [], []
     for i in range(num_steps):
         sigma = sigmas[i].expand(batch).to(device)
-        velocity = guidance(x, sigma) if guidance is not None else model.velocity(context, x, sigma)
+        velocity = (
+            guidance(x, sigma) if guidance is not None else policy.velocity(context, x, sigma)
+        )
         step = sampler if bool(sde_mask[i]) else _ODE
         out = step.step(velocity, float(sigmas[i]), float(sigmas[i + 1]), x, generator=generator)
         x = out.prev_sample.float()
@@ -102,15 +104,13 @@ def paint(
     )
 
 
-
 @torch.no_grad()
 def _paint_rows(
-    model, context, sigmas, rows, num_rows, *, sampler, sde_mask, noise, generator, guidance
+    policy, context, sigmas, rows, num_rows, *, sampler, sde_mask, noise, generator, guidance
 ) -> Trajectory:
     """``paint`` of the rows ``rows`` of a batch of ``num_rows`` (see ``paint``)."""
-    cfg = model.config
-    device = context.valid.device
-    full_shape = (num_rows, cfg.channels, cfg.image_size, cfg.image_size)
+    device = policy.device
+    full_shape = (num_rows, *policy.latent_shape())
     num_steps = sigmas.numel() - 1
     if sde_mask is None:
         sde_mask = torch.zeros(num_steps, dtype=torch.bool)
@@ -133,7 +133,9 @@ def _paint_rows(
         if batch == 0:
             continue
         sigma = sigmas[i].expand(batch).to(device)
-        velocity = guidance(x, sigma) if guidance is not None else model.velocity(context, x, sigma)
+        velocity = (
+            guidance(x, sigma) if guidance is not None else policy.velocity(context, x, sigma)
+        )
         step = sampler if stochastic else _ODE
         out = step.step(velocity, float(sigmas[i]), float(sigmas[i + 1]), x, noise=step_noise)
         x = out.prev_sample.float()

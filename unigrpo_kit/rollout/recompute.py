@@ -1,10 +1,11 @@
 """Recomputing, with gradients, what sampling recorded: token log-probs and SDE-step log-probs.
 
-One forward pass reads the whole episode (text, and every image as its clean final latents):
-its text logits give the log-probs of every generated token, and its cache is the context of
-every image. Then, for each image, the trained (SDE) steps of all rows are batched into one
-velocity call over that image's prefix of the cache, and the sampler scores the recorded next
-latents under the new Gaussian. Gradients reach both experts through the shared attention.
+One forward pass reads the whole episode (text, and every image as its clean final latents)
+through the policy protocol's ``forward_episode``: its text logits give the log-probs of every
+generated token, and its context is the context of every image. Then, for each image, the
+trained (SDE) steps of all rows are batched into one velocity call over that image's prefix of
+the context, and the sampler scores the recorded next latents under the new Gaussian. Gradients
+reach both experts through the shared attention.
 """
 
 from __future__ import annotations
@@ -77,20 +78,24 @@ def model_segments(batch: EpisodeBatch) -> list:
 
 
 def recompute(
-    model,
+    policy,
     batch: EpisodeBatch,
     *,
-    image_sampler: FlowStep,
+    image_sampler: FlowStep | None = None,
     train_text: bool = True,
     train_image: bool = True,
-    null_cache=None,
+    guidance_scale: float = 1.0,
 ) -> Recomputed:
-    """Log-probs of the recorded actions under ``model`` (with gradients if enabled)."""
-    out = model(model_segments(batch))
+    """Log-probs of the recorded actions under ``policy`` (with gradients if enabled).
+
+    ``guidance_scale`` != 1: the images were painted with classifier-free guidance, whose null
+    context the policy provides; the same guided velocity is recomputed."""
+    out = policy.forward_episode(model_segments(batch))
     text = _text_terms(batch, out.text_logits) if train_text else None
-    image = (
-        _image_terms(model, batch, out.cache, image_sampler, null_cache) if train_image else None
-    )
+    image = None
+    if train_image:
+        null = policy.null_context(len(batch)) if guidance_scale != 1.0 else None
+        image = _image_terms(policy, batch, out.context, image_sampler, null)
     return Recomputed(text, image)
 
 
@@ -120,7 +125,7 @@ def _text_terms(batch, text_logits) -> TextTerms | None:
     )
 
 
-def _image_terms(model, batch, cache, sampler, null_cache) -> ImageTerms | None:
+def _image_terms(policy, batch, context, sampler, null) -> ImageTerms | None:
     pieces = []
     for position, seg in enumerate(batch.segments):
         if seg.kind != "image":
@@ -143,10 +148,10 @@ def _image_terms(model, batch, cache, sampler, null_cache) -> ImageTerms | None:
             x_next = latents[:, steps + 1].flatten(0, 1)
             sigma = t.sigmas[steps].to(x.device).repeat(b)
             sigma_next = t.sigmas[steps + 1].to(x.device).repeat(b)
-            context = cache.prefix(position).select(rows).repeat_interleave(k)
-            v = model.velocity(context, x, sigma)
+            rows_context = context.prefix(position).select(rows).repeat_interleave(k)
+            v = policy.velocity(rows_context, x, sigma)
             if seg.guidance_scale != 1.0:
-                v_null = model.velocity(null_cache.select(rows).repeat_interleave(k), x, sigma)
+                v_null = policy.velocity(null.select(rows).repeat_interleave(k), x, sigma)
                 v = v_null + seg.guidance_scale * (v - v_null)
             step = sampler.step(v, sigma, sigma_next, x, prev_sample=x_next)
             shape = (b, k, *x.shape[1:])

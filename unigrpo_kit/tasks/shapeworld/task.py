@@ -161,6 +161,17 @@ class ShapeWorld:
         """``(wrong_scene, instruction_that_fixes_it)`` with one attribute changed."""
         return edits.perturb(scene, rng)
 
+    @staticmethod
+    def ends_episode(reflection: str) -> bool:
+        """Whether a reflection ends a multi-round episode: the model said ``done``."""
+        return reflection == "done"
+
+    def evaluate(self, engine, *, num_prompts: int, seed: int, split: str) -> dict[str, float]:
+        """The judge's scores of an evaluation engine's episodes (``evaluation`` module)."""
+        from unigrpo_kit.tasks.shapeworld.evaluation import evaluate
+
+        return evaluate(self, engine, num_prompts=num_prompts, seed=seed, split=split)
+
     # Images ---------------------------------------------------------------------------------
 
     def render(self, scene: Scene, jitter_rng: random.Random | None = None) -> torch.Tensor:

@@ -1,0 +1,37 @@
+"""The default multi-round recipe, step for step, as it ran before the policy protocol.
+
+``tests/data/regression_unified_multiround.json`` holds the first three steps' metrics of
+``recipes/unified_multiround.py`` on the shipped ``tiny-base`` (one thread), recorded at commit
+b95fcff, before TinyUnified moved behind :mod:`unigrpo_kit.models.protocol`. A refactor that
+changes what the trainer computes (an extra random draw, another order of operations, a term
+left out) moves these numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from unigrpo_kit.recipe import load_recipe
+from unigrpo_kit.runner import build_trainer
+
+PIN = Path(__file__).parent / "data" / "regression_unified_multiround.json"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_default_multiround_recipe_repeats_its_recorded_first_steps():
+    recorded = json.loads(PIN.read_text())["steps"]
+    cfg = load_recipe(REPO / "recipes" / "unified_multiround.py", ["threads=1"])
+    trainer = build_trainer(cfg)
+    try:
+        for expected in recorded:
+            metrics = trainer.train_step().metrics
+            for key, value in expected.items():
+                assert metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-7), (
+                    f"step {expected['step']}: {key}"
+                )
+    finally:
+        torch.set_num_threads(1)

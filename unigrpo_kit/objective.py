@@ -1,0 +1,99 @@
+"""The UniGRPO objective on one minibatch: the one place where the loss terms are assembled.
+
+    J = J_text (GRPO, Eq. 2) + lambda * J_flow (Flow-GRPO over the trained steps, Eq. 6)
+        + sum_r w_r * regularizer_r (token KL, velocity MSE (Eq. 8), ...)
+
+(UniGRPO, arXiv 2603.23500, Eq. 7.) The trainer, ``unigrpo-kit bench`` and
+``tools/grad_balance.py`` all call :meth:`Objective.terms`; a term of a kind that is not trained
+(None in the recomputed terms) is left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .registry import LOSSES, REGULARIZERS
+from .rollout.recompute import Recomputed
+
+
+@dataclass
+class ObjectiveTerms:
+    """policy: J_text + lambda J_flow [scalar]; regularizers: each w_r * reg_r [scalar] by class
+    name; metrics: the logged parts (floats); deviation: by kind, the largest
+    |log pi_new - log pi_old| over the trained tokens / steps (the on-policy self-check)."""
+
+    policy: torch.Tensor
+    regularizers: dict[str, torch.Tensor] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    deviation: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> torch.Tensor:
+        total = self.policy
+        for value in self.regularizers.values():
+            total = total + value
+        return total
+
+
+class Objective:
+    """The losses, the image term's weight lambda and the regularizers of a recipe's
+    ``algorithm``, restricted to the kinds that train (``train_text``, ``train_image``)."""
+
+    def __init__(self, algorithm, *, train_text: bool, train_image: bool):
+        self.text_loss = LOSSES.build(algorithm.text_loss) if train_text else None
+        self.image_loss = LOSSES.build(algorithm.image_loss) if train_image else None
+        self.image_loss_weight = algorithm.image_loss_weight
+        built = [REGULARIZERS.build(r) for r in algorithm.get("regularizers", [])]
+        trains = {"text": train_text, "image": train_image}
+        self.regularizers = [r for r in built if trains[r.domain]]
+
+    @property
+    def needs_reference(self) -> bool:
+        return any(r.needs_reference for r in self.regularizers)
+
+    def terms(
+        self, current: Recomputed, reference: Recomputed | None, advantages: torch.Tensor
+    ) -> ObjectiveTerms:
+        """The weighted terms from the recomputed ``current`` (and ``reference``) terms of N
+        episodes and their advantages [N], one per episode, shared by all its tokens and
+        trained steps."""
+        policy = torch.zeros((), device=advantages.device)
+        metrics: dict[str, float] = {}
+        deviation: dict[str, float] = {}
+        if current.text is not None:
+            t = current.text
+            out = self.text_loss(t.log_probs, t.old_log_probs, advantages, t.mask)
+            policy = policy + out.loss
+            metrics["loss/text"] = float(out.loss.detach())
+            metrics.update({f"text/{k}": float(v) for k, v in out.metrics.items()})
+            deviation["text"] = max_deviation(t.log_probs, t.old_log_probs, t.mask)
+        if current.image is not None:
+            i = current.image
+            out = self.image_loss(
+                i.log_probs, i.old_log_probs, advantages, i.mask,
+                mean=i.means, old_mean=i.old_means, std=i.stds, dt=i.dts,
+            )  # fmt: skip
+            policy = policy + self.image_loss_weight * out.loss
+            metrics["loss/image"] = float(out.loss.detach())
+            metrics.update({f"image/{k}": float(v) for k, v in out.metrics.items()})
+            deviation["image"] = max_deviation(i.log_probs, i.old_log_probs, i.mask)
+        regularizers: dict[str, torch.Tensor] = {}
+        for reg in self.regularizers:
+            terms = getattr(current, reg.domain)
+            if terms is None:
+                continue
+            ref_terms = getattr(reference, reg.domain) if reg.needs_reference else None
+            value = reg.penalty(terms, ref_terms)
+            name = type(reg).__name__
+            regularizers[name] = reg.weight * value
+            metrics[f"reg/{name}"] = float(value.detach())
+        return ObjectiveTerms(policy, regularizers, metrics, deviation)
+
+
+def max_deviation(new: torch.Tensor, old: torch.Tensor, mask: torch.Tensor) -> float:
+    """The largest |new - old| where ``mask`` is True (0 where nothing is masked in)."""
+    if not bool(mask.any()):
+        return 0.0
+    return float((new.detach() - old).abs()[mask].max())
