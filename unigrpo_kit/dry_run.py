@@ -17,6 +17,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from .recipe import flat_keys
 from .registry import MODELS, TASKS
 
 # The keys a dry run shrinks, where the recipe has them.
@@ -44,20 +45,12 @@ def tiny_model_cfg(cfg, folder: Path) -> dict:
     return policy_class.dry_run_spec(spec, task, Path(folder))
 
 
-def _has(cfg, dotted: str) -> bool:
-    node = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 def shrunk(cfg, folder: Path):
     """A copy of the recipe with a tiny model and tiny sizes (the keys of ``SHRINK`` that it
     has, an SDE window that fits 4 steps, one thread)."""
     small = copy.deepcopy(cfg)
-    small.merge_from_dict({key: value for key, value in SHRINK.items() if _has(small, key)})
+    keys = set(flat_keys(small._cfg_dict.to_dict()))
+    small.merge_from_dict({key: value for key, value in SHRINK.items() if key in keys})
     window = small.rollout.get("window")
     if window is not None and "window_size" in window:
         small.merge_from_dict({"rollout.window.window_size": 2})

@@ -44,7 +44,7 @@ class Objective:
     def __init__(self, algorithm, *, train_text: bool, train_image: bool):
         self.text_loss = LOSSES.build(algorithm.text_loss) if train_text else None
         self.image_loss = LOSSES.build(algorithm.image_loss) if train_image else None
-        self.image_loss_weight = algorithm.image_loss_weight
+        self.image_loss_weight = algorithm.get("image_loss_weight", 1.0)
         built = [REGULARIZERS.build(r) for r in algorithm.get("regularizers", [])]
         trains = {"text": train_text, "image": train_image}
         self.regularizers = [r for r in built if trains[r.domain]]

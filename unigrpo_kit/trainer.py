@@ -185,18 +185,20 @@ class UniGRPOTrainer:
                 loss, parts, deviation = self.loss(batch.select(rows), ref)
                 if epoch == 0 and first == 0:
                     self_check = self.check_on_policy(deviation)  # 5. ratio 1, or stop
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                parts["grad_norm"] = float(
-                    torch.nn.utils.clip_grad_norm_(
-                        [p for g in self.optimizer.param_groups for p in g["params"]],
-                        algo.grad_clip,
-                    )
-                )
-                self.optimizer.step()
+                parts["grad_norm"] = self.update(loss)
                 for key, value in parts.items():
                     logs.setdefault(key, []).append(value)
         return logs, self_check
+
+    def update(self, loss: torch.Tensor) -> float:
+        """One optimizer step on ``loss``: backward, gradient clipping to
+        ``algorithm.grad_clip``; returns the gradient norm before clipping."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.algorithm.grad_clip)
+        self.optimizer.step()
+        return float(grad_norm)
 
     @torch.no_grad()
     def first_minibatch_deviation(self, batch) -> dict[str, float]:

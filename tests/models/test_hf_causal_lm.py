@@ -434,3 +434,37 @@ def test_dry_run_spec_builds_a_loadable_tiny_model(folders, tmp_path):
     assert policy.tokenizer.bos_token == "<s>" and not policy._use_chat_template
     _, _, _, out = sample(policy)
     assert torch.isfinite(out.log_probs).all() and out.mask[:, 0].all()
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_a_group_shares_its_prompt_pass_and_stays_exact(folders, family):
+    """Rows that repeat a prompt (the G episodes of a group) run the prompt once: the sampled
+    log-probs still equal the plain model's on each row alone, and the recomputed log-probs
+    and their gradients equal those of one pass over every row (checkpointing forces it)."""
+    shared = HFCausalLM(path=str(folders[family]), device="cpu", stop_token_ids=STOPS)
+    sampler = TextSampler(
+        temperature=1.0, max_new_tokens=12, stop_token_ids=STOPS, pad_token_id=shared.pad_token_id
+    )
+    texts = [text for text in PROMPTS for _ in range(3)]  # groups of 3, rows adjacent
+    ids, mask = shared.encode_prompts(texts)
+    generator = torch.Generator().manual_seed(2)
+    out = sampler.generate(shared.text_session(None), ids, mask, generator=generator)
+    assert (~out.mask).any() and out.mask.all(dim=1).any()  # some rows stopped, some did not
+    expected = plain_log_probs(shared.module, ids, mask, out.tokens, out.mask)
+    torch.testing.assert_close(out.log_probs, expected, atol=1e-5, rtol=0)
+
+    one_pass = HFCausalLM(
+        path=str(folders[family]), device="cpu", stop_token_ids=STOPS, gradient_checkpointing=True
+    )
+    results = []
+    for policy in (shared, one_pass):
+        policy.train()
+        log_probs = episode_log_probs(policy, ids, mask, sampler, out.tokens, out.mask)
+        policy.module.zero_grad(set_to_none=True)
+        log_probs.sum().backward()
+        grads = [p.grad.clone() for p in policy.module.parameters()]
+        results.append((log_probs.detach(), grads))
+    torch.testing.assert_close(results[0][0], out.log_probs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=0)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -62,11 +62,25 @@ def bench(
             show_default=False,
         ),
     ] = None,
+    text_model: Annotated[
+        Path | None,
+        typer.Option(
+            "--text-model",
+            help="Instead, time one text-GRPO step (8 prompts x 8 completions x 32 tokens, no "
+            "KL, one optimizer step) on the Hugging Face causal LM in this folder; 2 threads "
+            "unless --threads; --repeats steps (default 5) after a warm-up.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Time rollouts and training steps against the bare model (see docs/performance.md)."""
     import torch
 
     from unigrpo_kit.recipe import RecipeError
+
+    if text_model is not None:
+        _bench_text_model(text_model, repeats or 5, threads or 2, json_output)
+        return
 
     try:
         cfg = bench_recipe(recipe)
@@ -97,3 +111,26 @@ def bench(
         raise typer.Exit(code=1)
     if json_output:
         typer.echo(json.dumps(as_json(report)))
+
+
+def _bench_text_model(folder: Path, repeats: int, threads: int, json_output: bool) -> None:
+    """``--text-model``: :func:`unigrpo_kit.bench.text.time_text_grpo`, as a table and JSON."""
+    import torch
+    from rich.table import Table
+
+    from .text import time_text_grpo
+
+    torch.set_num_threads(threads)
+    try:
+        result = time_text_grpo(folder, repeats=repeats)
+    except (ValueError, FileNotFoundError) as error:
+        typer.echo(f"error: --text-model {folder}: {error}", err=True)
+        raise typer.Exit(code=2) from None
+    table = Table(title=f"text GRPO step on {folder}", title_justify="left")
+    table.add_column("figure", style="bold cyan")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, str(value))
+    Console(stderr=json_output).print(table)
+    if json_output:
+        typer.echo(json.dumps(result))

@@ -70,11 +70,12 @@ class Bench:
         import torch
 
         from unigrpo_kit.devices import randn
-        from unigrpo_kit.rollout.engine import prompt_ids
+        from unigrpo_kit.models.tiny_unified_policy import TinyUnifiedPolicy, prompt_ids
         from unigrpo_kit.samplers.schedules import shifted_sigmas
         from unigrpo_kit.tasks.shapeworld import ShapeWorld
 
         self.model, self.tokenizer, self.sizes, self.device = model, tokenizer, sizes, device
+        self.policy = TinyUnifiedPolicy.from_parts(model, tokenizer)
         self.recipe = recipe
         tok, batch = tokenizer, sizes.batch
         self.prompts = ShapeWorld().sample_prompts(batch, split="train", generator=0)
@@ -106,21 +107,22 @@ class Bench:
         from unigrpo_kit.samplers.flow import FlowSDE
 
         return paint(
-            self.model,
+            self.policy,
             self.context,
             self.sigmas,
             sampler=FlowSDE(NOISE_LEVEL),
             sde_mask=torch.ones(self.sizes.steps, dtype=torch.bool),
             generator=self.generator,
             guidance=guidance,
+            num_rows=self.sizes.batch,
         )
 
     def paint_guided(self):
         """The same rollout with classifier-free guidance, null context included."""
-        from unigrpo_kit.rollout.engine import guided, null_context
+        from unigrpo_kit.rollout.engine import guided
 
-        null = null_context(self.model, self.tokenizer, self.sizes.batch, self.device)
-        return self.paint_sde(guided(self.model, self.context, null, GUIDANCE_SCALE))
+        null = self.policy.null_context(self.sizes.batch)
+        return self.paint_sde(guided(self.policy, self.context, null, GUIDANCE_SCALE))
 
     def bare_velocities(self) -> None:
         """N velocity forward passes: the floor of an N-step rollout."""
@@ -139,13 +141,11 @@ class Bench:
 
     def generate(self, finish: bool = False):
         """T tokens with log-probs through the KV cache; with ``finish``, the cache after them."""
-        from unigrpo_kit.rollout.policy import UnifiedTextPolicy
-
-        policy = UnifiedTextPolicy(self.model, None, self.tokenizer.pad_id)
+        session = self.policy.text_session(None)
         sample = self.text_sampler().generate(
-            policy, self.prompt_ids, self.prompt_mask, generator=self.generator
+            session, self.prompt_ids, self.prompt_mask, generator=self.generator
         )
-        return policy.finish(sample.tokens, sample.mask) if finish else sample
+        return session.finish(sample.tokens, sample.mask) if finish else sample
 
     def bare_decodes(self):
         """The prompt prefill and T cached one-token forward passes (the floor of T tokens);
@@ -182,6 +182,7 @@ class Bench:
         (same tokens, latents and log-probs)."""
         import torch
 
+        from unigrpo_kit.models.tiny_unified_policy import TinyUnifiedPolicy
         from unigrpo_kit.samplers.schedules import FixedWindow
         from unigrpo_kit.trainer import UniGRPOTrainer
 
@@ -190,7 +191,8 @@ class Bench:
         cfg.rollout.num_steps = self.sizes.steps
         cfg.rollout.window = dict(type="FullWindow")
         cfg.algorithm.minibatch_size = self.sizes.batch
-        trainer = UniGRPOTrainer(cfg, copy.deepcopy(self.model), self.tokenizer)
+        policy = TinyUnifiedPolicy.from_parts(copy.deepcopy(self.model), self.tokenizer)
+        trainer = UniGRPOTrainer(cfg, policy)
         full = trainer.engine.rollout(self.prompts, 1, generator=self.generator)
         full.advantages = torch.randn(len(full), generator=torch.Generator().manual_seed(1))
         full.advantages = full.advantages.to(self.device)
@@ -208,14 +210,7 @@ class Bench:
 
 def train_update(trainer, minibatch) -> None:
     """What the trainer does per minibatch: loss, backward, gradient clip, optimizer step."""
-    import torch
-
-    loss, _, _ = trainer.loss(minibatch)
-    trainer.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
-    torch.nn.utils.clip_grad_norm_(params, trainer.cfg.algorithm.grad_clip)
-    trainer.optimizer.step()
+    trainer.update(trainer.loss(minibatch)[0])
 
 
 def with_backend(model, backend: str, fn: Callable[[], object]) -> object:

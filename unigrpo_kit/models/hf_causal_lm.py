@@ -32,9 +32,9 @@ import torch
 from torch import Tensor
 
 from ..registry import MODELS
+from .checkpoint import POLICY_FILE
 from .protocol import PARTS, TEXT_ROLES, EpisodeForward
 
-POLICY_FILE = "unigrpo_policy.json"
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 PEFT_MISSING = 'model.lora needs peft: pip install -e ".[peft]"'
 
@@ -91,7 +91,8 @@ class HFTextSession:
         input_ids = input_ids.to(device)
         mask = attention_mask.to(device).bool()
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)
-        logits, cache = self.policy._forward(input_ids, mask, positions, use_cache=True, keep=1)
+        shared = _repeated_rows(input_ids, mask)
+        logits, cache = self.policy._prompt_forward(input_ids, mask, positions, shared)
         alive = torch.ones(mask.shape[0], dtype=torch.bool, device=device)
         return logits[:, -1], DecodeState(cache, mask, mask.sum(1), alive)
 
@@ -112,6 +113,20 @@ class HFTextSession:
     def finish(self, tokens: Tensor, mask: Tensor) -> None:
         """Nothing follows a causal LM's generation in an episode: no context to return."""
         return None
+
+
+def _repeated_rows(ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor] | None:
+    """(first [U], inverse [B]) when some rows of the left-padded ``ids`` [B, n] (``mask``) are
+    equal: ``first`` indexes one row of each distinct prompt, ``ids[first][inverse]`` is
+    ``ids``; None when every row differs."""
+    rows = torch.where(mask, ids, -1)
+    distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    if distinct.shape[0] == rows.shape[0]:
+        return None
+    order = torch.arange(rows.shape[0], device=ids.device)
+    first = torch.full((distinct.shape[0],), rows.shape[0], device=ids.device)
+    first = first.scatter_reduce(0, inverse, order, reduce="amin")
+    return first, inverse
 
 
 @MODELS.register_module()
@@ -154,8 +169,11 @@ class HFCausalLM:
         trust_remote_code: bool = False,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
 
         from ..devices import resolve_device
+
+        transformers_logging.disable_progress_bar()  # the run's own progress bar is the one
 
         if not isinstance(path, (str, Path)) or not str(path).strip():
             raise ValueError(
@@ -449,6 +467,24 @@ class HFCausalLM:
         logits = out.logits if self._keeps_logits else out.logits[:, -keep:]
         return logits.float(), (getattr(out, self._cache_key) if use_cache else None)
 
+    def _prompt_forward(
+        self, ids: Tensor, mask: Tensor, positions: Tensor, shared: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, Any]:
+        """The prompt pass with a cache: the last column's logits [B, 1, V] and the cache of
+        all B rows. Rows that repeat (the G episodes of a group share their prompt) are run
+        once and their cache rows copied (``Cache.batch_select_indices``, differentiable), so a
+        group's prompt costs one row, in sampling and in the recomputation alike; the result
+        is the same computation as running every row. ``shared``: the rows' repeats
+        (:func:`_repeated_rows`), None when every row differs."""
+        if shared is None:
+            return self._forward(ids, mask, positions, use_cache=True, keep=1)
+        first, inverse = shared
+        logits, cache = self._forward(
+            ids[first], mask[first], positions[first], use_cache=True, keep=1
+        )
+        cache.batch_select_indices(inverse)
+        return logits[inverse], cache
+
     def text_session(
         self, context: None, stop_token_ids: Sequence[int] | None = None
     ) -> HFTextSession:
@@ -463,7 +499,7 @@ class HFCausalLM:
         stops = self._stop_ids if stop_token_ids is None else tuple(stop_token_ids)
         return HFTextSession(self, stops)
 
-    def forward_episode(self, segments: Sequence[Any]) -> EpisodeForward:
+    def forward_episode(self, segments: Sequence[Any], context: None = None) -> EpisodeForward:
         """One forward pass, with gradients where enabled, over text ``segments`` (each with
         ``.ids`` [B, n_i] and ``.mask`` [B, n_i]: a left-padded prompt, then generations whose
         masks are False after their stop token), concatenated along the columns with positions
@@ -474,6 +510,8 @@ class HFCausalLM:
         alone, [B, 1, V], which spares a big vocabulary the logits of the whole prompt. Every
         later segment's logits are full, [B, n_i, V]; column j predicts the token after it.
         """
+        if context is not None:
+            raise ValueError("HFCausalLM reads an episode from its prompt: context must be None")
         if not segments:
             raise ValueError("forward_episode needs at least one text segment")
         if any(getattr(segment, "kind", "text") != "text" for segment in segments):
@@ -482,11 +520,24 @@ class HFCausalLM:
         mask = torch.cat([segment.mask for segment in segments], dim=1).to(self._device).bool()
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)
         first = segments[0].ids.shape[1]
-        logits, _ = self._forward(
-            ids, mask, positions, use_cache=False, keep=ids.shape[1] - first + 1
+        lengths = [segment.ids.shape[1] for segment in segments[1:]]
+        # Distinct prompts (or checkpointed layers, which run without a cache): one pass.
+        shared = _repeated_rows(ids[:, :first], mask[:, :first])
+        if len(segments) == 1 or shared is None or self._kwargs["gradient_checkpointing"]:
+            logits, _ = self._forward(
+                ids, mask, positions, use_cache=False, keep=ids.shape[1] - first + 1
+            )
+            return EpisodeForward(list(logits.split([1, *lengths], dim=1)), None)
+        # The prompt through the cache (each distinct prompt once), then the generations after
+        # it: the same logits and gradients as one pass over every row's columns.
+        prompt_logits, cache = self._prompt_forward(
+            ids[:, :first], mask[:, :first], positions[:, :first], shared
         )
-        lengths = [1] + [segment.ids.shape[1] for segment in segments[1:]]
-        return EpisodeForward(list(logits.split(lengths, dim=1)), None)
+        logits, _ = self._forward(
+            ids[:, first:], mask, positions[:, first:], cache=cache, use_cache=True,
+            keep=ids.shape[1] - first,
+        )  # fmt: skip
+        return EpisodeForward([prompt_logits, *logits.split(lengths, dim=1)], None)
 
     # -- training surface ----------------------------------------------------------------------
 

@@ -90,7 +90,7 @@ class TextSession(Protocol):
 class EpisodeForward(NamedTuple):
     """One forward pass over a whole episode's segments, with gradients where enabled.
 
-    text_logits: one tensor [B, n_i, V] per text segment, in order: the logits at each of its
+    text_logits: one tensor per text segment, in order: [B, n_i, V], the logits at each of its
         columns (column j predicts token j + 1 of the sequence). The first segment, given text
         (a prompt), may hold only its last column [B, 1, V]: that column predicts the first
         generated token, and the others are never read (a large vocabulary's logits over a long
@@ -163,8 +163,11 @@ class TextPolicy(TrainablePolicy, Protocol):
         stop tokens left out."""
         ...
 
-    def text_session(self, context: Context | None) -> TextSession:
-        """A generation after ``context`` (None: from nothing)."""
+    def text_session(
+        self, context: Context | None, stop_token_ids: Sequence[int] | None = None
+    ) -> TextSession:
+        """A generation after ``context`` (None: from nothing) whose rows finish at
+        ``stop_token_ids`` (the sampler's; None: ``stop_token_ids("reasoning")``)."""
         ...
 
     def forward_episode(

@@ -160,7 +160,9 @@ class TinyUnifiedPolicy:
     def decode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
         return [self.tokenizer.decode(row[m]) for row, m in zip(ids, mask)]
 
-    def text_session(self, context: KVCache | None) -> TinyUnifiedSession:
+    def text_session(self, context: KVCache | None, stop_token_ids=None) -> TinyUnifiedSession:
+        """A session after ``context``; finished rows are those fed the pad token, which this
+        tokenizer never generates, so the stop tokens are not needed."""
         return TinyUnifiedSession(self.module, context, self.pad_token_id)
 
     def forward_episode(self, segments, context: KVCache | None = None) -> EpisodeForward:

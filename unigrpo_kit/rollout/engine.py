@@ -159,7 +159,7 @@ class RolloutEngine:
         if not self.reasoning:
             run.context = self.policy.forward_episode([TextSegment(ids, mask)]).context
             return
-        session = self.policy.text_session(None)
+        session = self.policy.text_session(None, self.text_sampler.stop_token_ids)
         sample = self.text_sampler.generate(session, ids, mask, generator=generator)
         run.context = session.finish(sample.tokens, sample.mask)
         run.segments.append(self._generated(self.text_sampler, sample))
@@ -209,7 +209,7 @@ class RolloutEngine:
             run.painter_context = self.painter.look(run.painter_context, image.context_latents)
         ids, mask = self.policy.reflection_prompt(n)
         run.segments.append(TextSegmentRecord(ids, mask, active=run.active.clone()))
-        session = self.policy.text_session(run.context)
+        session = self.policy.text_session(run.context, self.reflection_sampler.stop_token_ids)
         sample = self.reflection_sampler.generate(session, ids, mask, generator=generator)
         run.context = session.finish(sample.tokens, sample.mask)
         run.segments.append(

@@ -29,9 +29,8 @@ from pathlib import Path
 import torch
 
 from .. import runner
-from ..devices import recipe_device
 from ..evaluation import evaluate_recipe
-from ..models.checkpoint import load_model
+from ..models.checkpoint import load_policy
 from ..recipe import load_recipe
 from .plan import write_json_atomic
 
@@ -51,12 +50,7 @@ def exit_with_parent(parent_pid: int) -> None:
 
 def evaluate_checkpoint(cfg, folder: Path) -> dict:
     """``unigrpo-kit eval``'s scores of a checkpoint under the recipe's evaluation settings."""
-    model, tokenizer = load_model(
-        folder,
-        device=recipe_device(cfg),
-        attention_backend=cfg.model.get("attention_backend", "auto"),
-    )
-    return evaluate_recipe(cfg, model, tokenizer)
+    return evaluate_recipe(cfg, load_policy(folder, device=cfg.model.get("device")))
 
 
 def train_and_evaluate(spec: dict, run_dir: Path, threads: int) -> dict:
