@@ -1,6 +1,11 @@
 # UniGRPO over rounds: reason, paint, look, reflect ("done" or an edit), paint again.
-_base_ = ["_base_/model.py", "_base_/task.py", "_base_/algorithm.py", "_base_/rollout.py",
-          "_base_/schedule.py"]
+_base_ = [
+    "_base_/model.py",
+    "_base_/task.py",
+    "_base_/algorithm.py",
+    "_base_/rollout.py",
+    "_base_/schedule.py",
+]
 rollout = dict(max_rounds=2)
 # A step costs 1.5x a one-round step (2.7 vs 1.8 s on 2 CPU threads); 180 steps fit in about
 # 8.5 minutes (docs/training.md, Results).

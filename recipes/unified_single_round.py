@@ -1,3 +1,8 @@
 # UniGRPO, one round: the model reasons about the prompt, then paints; both are trained.
-_base_ = ["_base_/model.py", "_base_/task.py", "_base_/algorithm.py", "_base_/rollout.py",
-          "_base_/schedule.py"]
+_base_ = [
+    "_base_/model.py",
+    "_base_/task.py",
+    "_base_/algorithm.py",
+    "_base_/rollout.py",
+    "_base_/schedule.py",
+]

@@ -302,4 +302,3 @@ def test_rl_samples_every_split_it_is_given(make_trainer):
         **{"rollout.prompt_splits": ["train", "pretrain"], "rollout.prompts_per_step": 40},
     )
     assert {p.split for p in trainer.collect().prompts} == {"train", "pretrain"}
-

@@ -45,6 +45,13 @@ def _one_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
+def _quiet_progress_bars() -> None:
+    """No transformers progress bars (loading, writing shards): the run has its own."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
 def _import_peft():
     try:
         import peft
@@ -169,11 +176,10 @@ class HFCausalLM:
         trust_remote_code: bool = False,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as transformers_logging
 
         from ..devices import resolve_device
 
-        transformers_logging.disable_progress_bar()  # the run's own progress bar is the one
+        _quiet_progress_bars()
 
         if not isinstance(path, (str, Path)) or not str(path).strip():
             raise ValueError(
@@ -307,6 +313,7 @@ class HFCausalLM:
         text."""
         from .tiny_random import save_tiny_causal_lm, shrunk_config
 
+        _quiet_progress_bars()
         folder = Path(folder)
         path = model_cfg.get("path")
         trust = bool(model_cfg.get("trust_remote_code", False))
