@@ -59,3 +59,20 @@ def test_eval_and_sample_dry_runs(recipe, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert Image.open(out).size[0] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]
+
+
+def test_a_dict_override_replaces_a_none_in_the_recipe():
+    """``--cfg-options model.lora={...}`` where the recipe says None (mmengine alone refuses to
+    merge a dict into None); a dict over a dict still merges key by key."""
+    from unigrpo_kit.recipe import load_recipe
+
+    cfg = load_recipe(
+        REPO / "recipes" / "hf" / "text_grpo.py",
+        ["model.lora={'r': 8, 'lora_alpha': 16}", "rollout.text_sampler={'max_new_tokens': 7}"],
+    )
+    assert cfg.model.lora == {"r": 8, "lora_alpha": 16}
+    assert cfg.rollout.text_sampler == {
+        "type": "TextSampler",
+        "temperature": 1.0,
+        "max_new_tokens": 7,
+    }

@@ -53,6 +53,13 @@ def check_key(cfg: Config, key: str, source: str = "--cfg-options") -> None:
         node = node[part]
 
 
+def _get(cfg: Config, key: str):
+    node = cfg._cfg_dict.to_dict()
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
 def load_recipe(path: str | Path, options: list[str] | None = None) -> Config:
     """The recipe at ``path`` with ``key=value`` overrides applied (each key must exist)."""
     path = Path(path)
@@ -71,7 +78,10 @@ def load_recipe(path: str | Path, options: list[str] | None = None) -> Config:
             )
         key, value = option.split("=", 1)
         check_key(cfg, key)
-        overrides[key] = parse_value(value)
+        value = parse_value(value)
+        if isinstance(value, dict) and not isinstance(_get(cfg, key), dict):
+            value = {"_delete_": True, **value}  # a dict where the recipe has None or a scalar
+        overrides[key] = value
     if overrides:
         cfg.merge_from_dict(overrides)
     cfg.recipe_name = path.stem
