@@ -499,6 +499,14 @@ def print_table(trl: dict[str, Any], kit: dict[str, Any] | None, summary: dict[s
         rows.append(("kit step (median)", f"{kit['text_grpo_step_s']:.3f} s"))
         if kit.get("text_rollout_s") is not None:
             rows.append(("kit rollout (median)", f"{kit['text_rollout_s']:.3f} s of the step"))
+        if kit.get("text_mean_prompt_tokens") is not None:
+            rows.append(
+                (
+                    "kit prompt tokens",
+                    f"{kit['text_mean_prompt_tokens']:.1f} on average, "
+                    f"{kit['text_padded_prompt_tokens']:.1f} padded",
+                )
+            )
         rows.append(("ratio kit/TRL", f"{summary['ratio']:.3f} (target <= {TARGET_RATIO})"))
         rows.append(("passed", str(summary["passed"])))
     else:

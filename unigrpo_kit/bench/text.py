@@ -70,17 +70,20 @@ def time_text_grpo(
     torch.manual_seed(cfg.seed)
     policy = build_policy(cfg.model)
     trainer = UniGRPOTrainer(cfg, policy)
-    steps, rollouts = [], []
+    steps, rollouts, prompt_tokens, padded = [], [], [], []
     for index in range(warmup + repeats):
         if policy.device.type == "cuda":
             torch.cuda.synchronize(policy.device)
         start = time.perf_counter()
-        metrics = trainer.train_step().metrics
+        result = trainer.train_step()
         if policy.device.type == "cuda":
             torch.cuda.synchronize(policy.device)
         if index >= warmup:
             steps.append(time.perf_counter() - start)
-            rollouts.append(metrics["time/rollout_s"])
+            rollouts.append(result.metrics["time/rollout_s"])
+            prompt = result.batch.segments[0].mask  # the rendered, left-padded prompts
+            prompt_tokens.append(float(prompt.sum(1).float().mean()))
+            padded.append(prompt.shape[1])
     step_s = statistics.median(steps)
     rollout_s = statistics.median(rollouts)
     return {
@@ -89,6 +92,8 @@ def time_text_grpo(
         "text_update_s": round(step_s - rollout_s, 4),
         "text_tokens_per_s": round(PROMPTS * GROUP * NEW_TOKENS / step_s, 1),
         "text_steps_s": [round(s, 4) for s in steps],
+        "text_mean_prompt_tokens": round(statistics.mean(prompt_tokens), 1),
+        "text_padded_prompt_tokens": round(statistics.mean(padded), 1),
         "prompts": PROMPTS,
         "completions_per_prompt": GROUP,
         "new_tokens": NEW_TOKENS,

@@ -1,6 +1,7 @@
-"""Tasks: prompt sources. The built-in one is ShapeWorld."""
+"""Tasks: prompt sources with their evaluation. Built in: ShapeWorld (scenes, riddles, a judge)
+and Arithmetic (verifiable problems for language models)."""
 
-from .arithmetic import Arithmetic  # noqa: F401  (registers the task)
+from .arithmetic import Arithmetic
 from .shapeworld import ShapeWorld
 
-__all__ = ["ShapeWorld"]
+__all__ = ["Arithmetic", "ShapeWorld"]

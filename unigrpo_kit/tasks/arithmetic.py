@@ -39,6 +39,7 @@ from fractions import Fraction
 from typing import Any
 
 from unigrpo_kit.registry import TASKS
+from unigrpo_kit.tasks.random_source import as_rng
 
 CATEGORIES = ("add", "sub", "mul", "multi_step", "countdown")
 SPLITS = ("train", "eval")
@@ -360,7 +361,7 @@ class Arithmetic:
         """``n`` random problems of ``split`` (the train split unless asked otherwise), each
         category drawn with weight 1, restricted to ``categories`` when given. ``split`` may
         name several splits: each prompt then draws its split uniformly."""
-        rng = _as_rng(generator, self.rng)
+        rng = as_rng(generator, self.rng)
         chosen = tuple(categories) if categories is not None else self.categories
         unknown = [c for c in chosen if c not in CATEGORIES]
         if unknown or not chosen:
@@ -433,13 +434,3 @@ class Arithmetic:
                 }
             )
         return metrics
-
-
-def _as_rng(generator: random.Random | int | None, fallback: random.Random) -> random.Random:
-    if generator is None:
-        return fallback
-    if isinstance(generator, random.Random):
-        return generator
-    if isinstance(generator, int) and not isinstance(generator, bool):
-        return random.Random(generator)
-    raise ValueError(f"generator must be a random.Random, an int seed or None, got {generator!r}")

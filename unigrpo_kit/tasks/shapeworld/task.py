@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from unigrpo_kit.registry import TASKS
+from unigrpo_kit.tasks.random_source import as_rng
 from unigrpo_kit.tasks.shapeworld import edits, judge, prompts, renderer
 from unigrpo_kit.tasks.shapeworld import scene as scene_text
 from unigrpo_kit.tasks.shapeworld import spec as spec_check
@@ -21,16 +22,6 @@ DEFAULT_EVAL_SIZE = 140  # 20 prompts per category
 # Draws per eval prompt to find a text not yet in the eval set before accepting a repeat
 # (small categories such as single_object have only a handful of distinct eval texts).
 DISTINCT_TEXT_TRIES = 50
-
-
-def _as_rng(generator: random.Random | int | None, fallback: random.Random) -> random.Random:
-    if generator is None:
-        return fallback
-    if isinstance(generator, random.Random):
-        return generator
-    if isinstance(generator, int):
-        return random.Random(generator)
-    raise ValueError(f"generator must be a random.Random, an int seed or None, got {generator!r}")
 
 
 @TASKS.register_module()
@@ -73,7 +64,7 @@ class ShapeWorld:
         """``n`` random prompts of ``split``; categories drawn with weight 1 (riddle:
         ``riddle_weight``), restricted to ``categories`` when given. ``split`` may name several
         splits: each prompt then draws its split uniformly (one split draws as before)."""
-        rng = _as_rng(generator, self.rng)
+        rng = as_rng(generator, self.rng)
         chosen = tuple(categories) if categories is not None else self.categories
         unknown = [c for c in chosen if c not in self.categories]
         if unknown or not chosen:
