@@ -69,7 +69,10 @@ def test_grpo_moves_a_letter_count_of_a_causal_lm_the_way_the_reward_asks(tiny_q
     trainer = build_trainer(cfg)
     trainer.reward = _LetterCount("e", sign)
     before = _fresh_count(trainer, sign)
-    for _ in range(30):
+    first = trainer.train_step().metrics
+    # the first minibatch is on-policy: recomputed log-probs are the recorded ones (ratio 1)
+    assert first["ratio/self_check_max_dev"] < 1e-5
+    for _ in range(29):
         trainer.train_step()
     after = _fresh_count(trainer, sign)
     if sign > 0:

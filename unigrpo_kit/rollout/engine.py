@@ -196,7 +196,8 @@ class RolloutEngine:
             rows=rows,
             num_rows=n,
         )
-        image = ImageSegmentRecord(trajectory, run.active.clone(), self.guidance_scale)
+        images = self.painter.decode_images(trajectory.final)
+        image = ImageSegmentRecord(trajectory, run.active.clone(), self.guidance_scale, images)
         run.segments.append(image)
         return image
 

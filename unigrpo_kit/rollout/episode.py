@@ -52,23 +52,20 @@ class ImageSegmentRecord:
     ``trajectory`` holds the sigma schedule, the latents along the way, which steps were SDE
     steps (trained) and their log-probs, means and stds. ``context_latents`` [N, C, H, W] is
     the clean image later segments see (the final latents clamped to [-1, 1]). ``active`` [N]
-    marks the rows that painted this image.
+    marks the rows that painted this image. ``images`` [N, 3, H, W] in [0, 1] are the final
+    latents decoded by the painter (``ImagePolicy.decode_images``), what rewards see.
     """
 
     trajectory: Trajectory
     active: torch.Tensor
-    guidance_scale: float = 1.0
+    guidance_scale: float
+    images: torch.Tensor
 
     kind = "image"
 
     @property
     def context_latents(self) -> torch.Tensor:
         return self.trajectory.final.clamp(-1, 1)
-
-    @property
-    def images(self) -> torch.Tensor:
-        """[N, 3, H, W] in [0, 1]."""
-        return (self.context_latents + 1) / 2
 
 
 @dataclass
@@ -135,7 +132,9 @@ class EpisodeBatch:
                 t.sde_mask,
                 t.sigmas,
             )
-            return ImageSegmentRecord(trajectory, seg.active[rows], seg.guidance_scale)
+            return ImageSegmentRecord(
+                trajectory, seg.active[rows], seg.guidance_scale, seg.images[rows]
+            )
 
         return EpisodeBatch(
             prompts=[self.prompts[i] for i in index],
