@@ -186,7 +186,27 @@ class ImagePolicy(TrainablePolicy, Protocol):
     """A policy that paints by flow matching."""
 
     def latent_shape(self) -> tuple[int, ...]:
-        """The shape of one image's latents, e.g. (C, H, W), for the initial noise."""
+        """The shape of one image's latents at the policy's resolution, e.g. (C, H, W), or
+        (tokens, channels) for a model whose latents are packed; the initial noise's shape."""
+        ...
+
+    def sigma_schedule(self, num_steps: int, shift: float) -> Tensor:
+        """The noise levels [num_steps + 1] of a rollout, from 1 (noise) to 0 (data): the
+        model's own (a diffusers pipeline's scheduler, with its shift) or the recipe's
+        ``shift`` applied to a linear grid."""
+        ...
+
+    def prompt_context(self, texts: Sequence[str]) -> tuple[list[Any], Context]:
+        """Painting from the prompts alone (image-only training): the segment records that an
+        episode starts with (what :meth:`forward_episode` reads back in the recomputation) and
+        the rows' context."""
+        ...
+
+    def forward_episode(
+        self, segments: Sequence[Any], context: Context | None = None
+    ) -> EpisodeForward:
+        """The recomputation's pass over an episode's segments: the context every image was
+        painted in (a policy with text also returns its text logits)."""
         ...
 
     def velocity(self, context: Context, latents: Tensor, sigma: Tensor) -> Tensor:
@@ -196,6 +216,13 @@ class ImagePolicy(TrainablePolicy, Protocol):
 
     def null_context(self, batch: int) -> Context:
         """The unconditional context of classifier-free guidance, for ``batch`` rows."""
+        ...
+
+    def guided_velocity(
+        self, context: Context, null: Context, latents: Tensor, sigma: Tensor, scale: float
+    ) -> Tensor:
+        """Classifier-free guidance, v_u + scale (v_c - v_u), with v_c from ``context`` and v_u
+        from ``null`` (a policy may run both in one batched call)."""
         ...
 
     def decode_images(self, latents: Tensor) -> Tensor:

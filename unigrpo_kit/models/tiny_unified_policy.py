@@ -21,6 +21,8 @@ import torch
 
 from ..devices import resolve_device
 from ..registry import MODELS
+from ..rollout.episode import TextSegmentRecord
+from ..samplers.schedules import shifted_sigmas
 from .checkpoint import (
     POLICY_FILE,
     checkpoint_folder,
@@ -29,7 +31,7 @@ from .checkpoint import (
     save_model,
     write_model_files,
 )
-from .layout import KVCache
+from .layout import KVCache, TextSegment
 from .protocol import TEXT_ROLES, EpisodeForward
 from .tiny_unified import TinyUnified
 from .tokenizer import WordTokenizer
@@ -176,6 +178,21 @@ class TinyUnifiedPolicy:
 
     def velocity(self, context: KVCache, latents: torch.Tensor, sigma: torch.Tensor):
         return self.module.velocity(context, latents, sigma)
+
+    def guided_velocity(self, context, null, latents, sigma, scale: float) -> torch.Tensor:
+        v_cond = self.module.velocity(context, latents, sigma)
+        v_null = self.module.velocity(null, latents, sigma)
+        return v_null + scale * (v_cond - v_null)
+
+    def sigma_schedule(self, num_steps: int, shift: float) -> torch.Tensor:
+        """The recipe's ``rollout.shift`` on a linear grid (as in pretraining)."""
+        return shifted_sigmas(num_steps, shift)
+
+    def prompt_context(self, texts: Sequence[str]):
+        """``<bos> prompt <think> </think>``: the prompt with an empty reasoning."""
+        ids, mask = self.encode_prompts(texts, reasoning=False)
+        context = self.forward_episode([TextSegment(ids, mask)]).context
+        return [TextSegmentRecord(ids, mask)], context
 
     def null_context(self, batch: int) -> KVCache:
         tok = self.tokenizer

@@ -36,7 +36,7 @@ import torch
 from ..devices import randn
 from ..models.layout import TextSegment
 from ..samplers.flow import FlowStep
-from ..samplers.schedules import FullWindow, SDEWindow, shifted_sigmas
+from ..samplers.schedules import FullWindow, SDEWindow
 from ..samplers.text import TextSampler
 from .episode import EpisodeBatch, ImageSegmentRecord, TextSegmentRecord
 from .painter import paint
@@ -46,9 +46,7 @@ def guided(policy, context, null, scale: float):
     """The classifier-free-guided velocity function over a conditional and a null context."""
 
     def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        v_cond = policy.velocity(context, x, sigma)
-        v_null = policy.velocity(null, x, sigma)
-        return v_null + scale * (v_cond - v_null)
+        return policy.guided_velocity(context, null, x, sigma, scale)
 
     return velocity
 
@@ -115,15 +113,15 @@ class RolloutEngine:
         self.text_sampler = text_sampler
         self.reflection_sampler = reflection_sampler
         self.reasoning = reasoning
-        self.sigmas = shifted_sigmas(num_steps, shift)
+        # The painter is the policy itself, or a frozen policy (text-only training).
+        self.painter = painter if painter is not None else policy
+        self.sigmas = self.painter.sigma_schedule(num_steps, shift) if paint_images else None
         self.num_steps = num_steps
         self.max_rounds = max_rounds
         self.guidance_scale = guidance_scale
         self.train_text = train_text
         self.train_image = train_image
         self.paint_images = paint_images
-        # The painter is the policy itself, or a frozen policy (text-only training).
-        self.painter = painter if painter is not None else policy
         self.shared_noise = shared_noise
         self.ends_episode = ends_episode
 
@@ -152,13 +150,15 @@ class RolloutEngine:
 
     # ----------------------------------------------------------------- the phases
     def reason(self, run: _Episodes, generator: torch.Generator) -> None:
-        """The prompts in the policy's format, then (``reasoning``) the sampled reasoning."""
+        """The prompts in the policy's format, then (``reasoning``) the sampled reasoning;
+        without reasoning, the policy's context of the prompts alone."""
         texts = [p.text for p in run.prompts]
-        ids, mask = self.policy.encode_prompts(texts, reasoning=self.reasoning)
-        run.segments.append(TextSegmentRecord(ids, mask))
         if not self.reasoning:
-            run.context = self.policy.forward_episode([TextSegment(ids, mask)]).context
+            records, run.context = self.policy.prompt_context(texts)
+            run.segments.extend(records)
             return
+        ids, mask = self.policy.encode_prompts(texts, reasoning=True)
+        run.segments.append(TextSegmentRecord(ids, mask))
         session = self.policy.text_session(None, self.text_sampler.stop_token_ids)
         sample = self.text_sampler.generate(session, ids, mask, generator=generator)
         run.context = session.finish(sample.tokens, sample.mask)

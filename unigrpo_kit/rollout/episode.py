@@ -69,6 +69,17 @@ class ImageSegmentRecord:
 
 
 @dataclass
+class ConditionRecord:
+    """A conditioning that does not depend on trained weights (a diffusers policy's prompt
+    encodings from frozen text encoders), computed once at rollout and read back as it is by
+    the recomputation. ``context`` is the policy's context of the N rows."""
+
+    context: object
+
+    kind = "condition"
+
+
+@dataclass
 class EpisodeBatch:
     """N episodes (``len(prompts)``), G per prompt; ``group_ids`` [N] says which prompt.
 
@@ -77,7 +88,7 @@ class EpisodeBatch:
 
     prompts: list
     group_ids: torch.Tensor
-    segments: list[TextSegmentRecord | ImageSegmentRecord]
+    segments: list[TextSegmentRecord | ImageSegmentRecord | ConditionRecord]
     texts: list[str] = field(default_factory=list)
     reflections: list[list[str]] = field(default_factory=list)
     rewards: torch.Tensor | None = None
@@ -115,6 +126,8 @@ class EpisodeBatch:
         index = rows.tolist()
 
         def pick(seg):
+            if seg.kind == "condition":
+                return ConditionRecord(seg.context.select(rows))
             if seg.kind == "text":
                 return TextSegmentRecord(
                     seg.ids[rows],

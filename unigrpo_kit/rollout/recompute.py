@@ -66,11 +66,14 @@ class Recomputed(NamedTuple):
 
 
 def model_segments(batch: EpisodeBatch) -> list:
-    """The model's view of an episode batch: text as ids, images as clean final latents."""
+    """The model's view of an episode batch: text as ids, images as clean final latents, a
+    recorded conditioning as it is."""
     out = []
     for seg in batch.segments:
         if seg.kind == "text":
             out.append(TextSegment(seg.ids, seg.mask))
+        elif seg.kind == "condition":
+            out.append(seg)
         else:
             latents = seg.context_latents
             out.append(ImageSegment(latents, torch.zeros(latents.shape[0], device=latents.device)))
@@ -149,10 +152,11 @@ def _image_terms(policy, batch, context, sampler, null) -> ImageTerms | None:
             sigma = t.sigmas[steps].to(x.device).repeat(b)
             sigma_next = t.sigmas[steps + 1].to(x.device).repeat(b)
             rows_context = context.prefix(position).select(rows).repeat_interleave(k)
-            v = policy.velocity(rows_context, x, sigma)
             if seg.guidance_scale != 1.0:
-                v_null = policy.velocity(null.select(rows).repeat_interleave(k), x, sigma)
-                v = v_null + seg.guidance_scale * (v - v_null)
+                rows_null = null.select(rows).repeat_interleave(k)
+                v = policy.guided_velocity(rows_context, rows_null, x, sigma, seg.guidance_scale)
+            else:
+                v = policy.velocity(rows_context, x, sigma)
             step = sampler.step(v, sigma, sigma_next, x, prev_sample=x_next)
             shape = (b, k, *x.shape[1:])
             log_prob = old_log_probs.index_copy(0, rows, step.log_prob.view(b, k))
