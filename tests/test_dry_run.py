@@ -14,18 +14,25 @@ from unigrpo_kit.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = sorted(
-    [*(REPO / "recipes").glob("*.py"), *(REPO / "recipes" / "hf").glob("*.py")],
-    key=lambda p: str(p),
+    path
+    for folder in ("", "hf", "diffusers")
+    for path in (REPO / "recipes" / folder).glob("*.py")
 )
 runner = CliRunner()
 
 
 def test_every_runnable_recipe_is_covered():
     names = {p.relative_to(REPO / "recipes").as_posix() for p in RECIPES}
-    assert {"unified_multiround.py", "hf/text_grpo.py", "hf/shapeworld_text.py"} <= names
+    assert {
+        "unified_multiround.py",
+        "hf/text_grpo.py",
+        "hf/shapeworld_text.py",
+        "diffusers/sd3_flowgrpo.py",
+        "diffusers/flux_flowgrpo.py",
+    } <= names
 
 
-@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+@pytest.mark.parametrize("recipe", RECIPES, ids=[f"{p.parent.name}/{p.stem}" for p in RECIPES])
 def test_train_dry_run_runs_two_steps_a_checkpoint_and_an_eval(recipe, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["train", str(recipe), "--dry-run"])

@@ -4,7 +4,8 @@ Every model the recipe names is built from its own class with tiny random weight
 tokenizer built in memory (no user file, no download): each policy class offers
 ``dry_run_spec(model_cfg, task, folder) -> model_cfg``, which saves such a model into ``folder``
 the way a user's checkpoint is laid out and returns the recipe's ``model`` pointed at it, so
-the dry run also loads it through the path a user's folder takes. The recipe is then shrunk
+the dry run also loads it through the path a user's folder takes. A ``PromptFile`` task whose
+``path`` is not set yet reads ShapeWorld's prompts from a stand-in file. The recipe is then shrunk
 (2 prompts x 2 episodes, short texts, 4 denoising steps, 2 steps that each save a checkpoint)
 and run for real: 2 training steps, a checkpoint written and loaded back by registry type,
 and an evaluation on a few prompts.
@@ -57,8 +58,20 @@ def shrunk(cfg, folder: Path):
         if "window_range" in window:
             small.merge_from_dict({"rollout.window.window_range": (0, 4)})
     small.threads = 1
-    small.model = tiny_model_cfg(cfg, folder / "model")
+    if small.task.get("type") == "PromptFile" and not small.task.get("path"):
+        small.task.path = str(_stand_in_prompts(folder / "prompts.txt"))
+    small.model = tiny_model_cfg(small, folder / "model")
     return small
+
+
+def _stand_in_prompts(path: Path) -> Path:
+    """A prompt file for a recipe whose ``task.path`` is not set yet: ShapeWorld's prompts."""
+    from .tasks.shapeworld import ShapeWorld
+
+    prompts = ShapeWorld().sample_prompts(60, generator=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{p.text}\n" for p in prompts))
+    return path
 
 
 def dry_run_train(cfg) -> dict:

@@ -5,7 +5,8 @@
 and hands it to the task: a task with an ``evaluate(engine, num_prompts=, seed=, split=)``
 method runs its own protocol (ShapeWorld's judge and quality metric); otherwise the task's
 ``eval_prompts(n, seed=, split=)`` are rolled out once each and its ``eval_metrics(batch)``
-(one dict of floats per episode) are averaged, each key over the episodes that have it.
+(one dict of floats per episode) are averaged, each key over the episodes that have it; a task
+with neither (``PromptFile``) is scored by the recipe's reward.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def evaluate_recipe(cfg, policy, *, num_prompts: int | None = None, seed: int | 
     """The task's scores of ``policy`` under the recipe's evaluation protocol
     (``evaluation.num_prompts``, ``seed``, ``split``, ``steps``, ``guidance_scale``; the
     rollout's reasoning, rounds and shift). What ``unigrpo-kit eval`` and ``ablate`` report."""
-    from .registry import TASKS
+    from .registry import REWARDS, TASKS
 
     ev = cfg.evaluation
     task = TASKS.build(cfg.task)
@@ -57,7 +58,28 @@ def evaluate_recipe(cfg, policy, *, num_prompts: int | None = None, seed: int | 
     if hasattr(task, "evaluate"):
         return task.evaluate(engine, num_prompts=num_prompts, seed=seed, split=split)
     prompts = task.eval_prompts(num_prompts, seed=seed, split=split)
-    return evaluate_episodes(engine, prompts, task.eval_metrics, seed=seed)
+    metrics_of = getattr(task, "eval_metrics", None) or reward_metrics(REWARDS.build(cfg.reward))
+    return evaluate_episodes(engine, prompts, metrics_of, seed=seed)
+
+
+def reward_metrics(reward) -> Callable[[object], list[dict[str, float]]]:
+    """A task without a scorer of its own is scored by the recipe's reward: ``reward/mean`` and
+    the reward's metrics, per episode."""
+
+    def metrics_of(batch) -> list[dict[str, float]]:
+        images = batch.final_images()
+        scored = reward(
+            prompts=batch.prompts,
+            images=None if images is None else images.cpu(),
+            texts=batch.texts,
+        )
+        rows = [{"reward/mean": float(score)} for score in scored.scores]
+        for key, values in scored.metrics.items():
+            for row, value in zip(rows, values.tolist()):
+                row[key] = float(value)
+        return rows
+
+    return metrics_of
 
 
 def protocol_cfg(
