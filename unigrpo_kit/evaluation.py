@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 from mmengine.config import Config
 
+from .guard import require_finite_weights
 from .rollout.build import evaluation_engine
 
 
@@ -49,6 +50,7 @@ def evaluate_recipe(cfg, policy, *, num_prompts: int | None = None, seed: int | 
     rollout's reasoning, rounds and shift). What ``unigrpo-kit eval`` and ``ablate`` report."""
     from .registry import REWARDS, TASKS
 
+    require_finite_weights(policy.module, "evaluate this policy")
     ev = cfg.evaluation
     task = TASKS.build(cfg.task)
     engine = evaluation_engine(cfg, policy, task)

@@ -19,12 +19,15 @@ sampler, loss, advantage, regularizer or reward it runs.
 
 from __future__ import annotations
 
+import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 
 import torch
 
+from .guard import NonFiniteError, non_finite_part
 from .objective import Objective
 from .registry import ADVANTAGES, REWARDS, TASKS
 from .rollout.build import paints, trained_parts, training_engine
@@ -78,6 +81,9 @@ class UniGRPOTrainer:
         # model, so a CUDA run consumes the same random stream as a CPU run.
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
+        # The numerical guard: updates skipped because a loss or gradient was not finite.
+        self.skipped_updates = 0
+        self.consecutive_skips = 0
 
     @property
     def model(self) -> torch.nn.Module:
@@ -129,6 +135,7 @@ class UniGRPOTrainer:
             **{k: float(v.float().mean()) for k, v in scored.metrics.items()},
             **{k: mean_of(v) for k, v in logs.items()},
             "episodes/trained": 0 if trained is None else len(trained),
+            "guard/skipped_steps": self.skipped_updates,
             "time/rollout_s": rollout_s,
             "time/step_s": time.perf_counter() - start,
         }
@@ -185,20 +192,54 @@ class UniGRPOTrainer:
                 loss, parts, deviation = self.loss(batch.select(rows), ref)
                 if epoch == 0 and first == 0:
                     self_check = self.check_on_policy(deviation)  # 5. ratio 1, or stop
-                parts["grad_norm"] = self.update(loss)
+                culprit = non_finite_part(loss, parts)
+                if culprit is None:
+                    parts["grad_norm"] = self.update(loss)
+                    if not math.isfinite(parts["grad_norm"]):
+                        culprit = "gradient"
+                self.guard(culprit)
                 for key, value in parts.items():
                     logs.setdefault(key, []).append(value)
         return logs, self_check
 
     def update(self, loss: torch.Tensor) -> float:
         """One optimizer step on ``loss``: backward, gradient clipping to
-        ``algorithm.grad_clip``; returns the gradient norm before clipping."""
+        ``algorithm.grad_clip``; returns the gradient norm before clipping. A non-finite
+        gradient norm takes no step (the gradients are dropped, the weights and the optimizer's
+        moments stay as they were)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.algorithm.grad_clip)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.algorithm.grad_clip))
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return grad_norm
         self.optimizer.step()
-        return float(grad_norm)
+        return grad_norm
+
+    def guard(self, culprit: str | None) -> None:
+        """The numerical guard: count an update skipped because ``culprit`` (a loss part, or
+        "gradient") was not finite, say so on stderr, and stop the run after
+        ``algorithm.max_skipped_updates`` (default 5) skips in a row."""
+        if culprit is None:
+            self.consecutive_skips = 0
+            return
+        self.skipped_updates += 1
+        self.consecutive_skips += 1
+        step = self.step + 1
+        print(
+            f"warning: step {step}: update skipped, non-finite {culprit} "
+            f"({self.consecutive_skips} in a row)",
+            file=sys.stderr,
+        )
+        limit = self.cfg.algorithm.get("max_skipped_updates", 5)
+        if self.consecutive_skips >= limit:
+            raise NonFiniteError(
+                f"{self.consecutive_skips} updates in a row had a non-finite {culprit} (the "
+                f"last at step {step}); the weights are those of the last finite update. Lower "
+                "optimizer.lr_text / lr_image or check the reward "
+                f"(algorithm.max_skipped_updates={limit})"
+            )
 
     @torch.no_grad()
     def first_minibatch_deviation(self, batch) -> dict[str, float]:

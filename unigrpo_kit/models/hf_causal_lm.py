@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from ..guard import require_finite_weights
 from ..registry import MODELS
 from .checkpoint import POLICY_FILE
 from .protocol import PARTS, TEXT_ROLES, EpisodeForward
@@ -597,6 +598,7 @@ class HFCausalLM:
         ``adapter="."``. ``from_pretrained`` reads the folder with no kit code."""
         if self._frozen:
             raise RuntimeError("the reference policy is frozen and has nothing to save")
+        require_finite_weights(self.module, f"save {folder}")
         folder = Path(folder).expanduser().resolve()
         folder.mkdir(parents=True, exist_ok=True)
         self.module.save_pretrained(folder)

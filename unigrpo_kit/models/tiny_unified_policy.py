@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..devices import resolve_device
+from ..guard import require_finite_weights
 from ..registry import MODELS
 from ..rollout.episode import TextSegmentRecord
 from ..samplers.schedules import shifted_sigmas
@@ -233,6 +234,7 @@ class TinyUnifiedPolicy:
     def save(self, folder: Path, extra: dict | None = None) -> None:
         """``model.safetensors``, ``config.json`` and ``tokenizer.json`` (the kit's own layout),
         and ``unigrpo_policy.json``; ``extra`` joins ``config.json``."""
+        require_finite_weights(self.module, f"save {folder}")
         folder = Path(folder)
         write_model_files(self.module, self.tokenizer, folder, extra)
         meta = {"type": "TinyUnified", "kwargs": {"checkpoint": ".", **self.init_kwargs}}

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from unigrpo_kit.devices import multinomial
+from unigrpo_kit.guard import NonFiniteError
 from unigrpo_kit.registry import SAMPLERS
 
 
@@ -195,7 +196,15 @@ class TextSampler:
             scores = scores.masked_fill(~keep, float("-inf"))
         log_distribution = scores.log_softmax(dim=-1)
         # drawn on the generator's device (the CPU for the trainer's), whatever the logits'
-        token = multinomial(log_distribution.exp(), 1, generator=generator)
+        try:
+            token = multinomial(log_distribution.exp(), 1, generator=generator)
+        except RuntimeError as error:
+            if "inf" not in str(error) and "nan" not in str(error):
+                raise
+            raise NonFiniteError(
+                "the policy's next-token probabilities hold inf or NaN: its weights diverged "
+                "(lower optimizer.lr_text) or the checkpoint is broken"
+            ) from None
         return token.squeeze(-1), log_distribution.gather(-1, token).squeeze(-1)
 
     def token_log_probs(self, logits: Tensor, tokens: Tensor) -> Tensor:
