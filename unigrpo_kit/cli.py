@@ -120,11 +120,36 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _user_errors():
-    """The exceptions that mean bad input (a recipe, a key, a name, a checkpoint), not a bug."""
+    """The exceptions that mean bad input (a recipe, a key, a name, a checkpoint), not a bug;
+    safetensors' error is a weights file that is truncated or corrupt."""
+    from safetensors import SafetensorError
+
     from unigrpo_kit.recipe import RecipeError
     from unigrpo_kit.registry import UnknownComponentError
 
-    return (RecipeError, UnknownComponentError, FileNotFoundError, FileExistsError, ValueError)
+    return (
+        RecipeError,
+        UnknownComponentError,
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+        SafetensorError,
+    )
+
+
+def _error_line(error: BaseException, checkpoint: str | None = None) -> str:
+    """The one line a user error prints: its first line; a safetensors error says which
+    checkpoint's weights could not be read."""
+    from safetensors import SafetensorError
+
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if isinstance(error, SafetensorError):
+        where = f"checkpoint {checkpoint}: " if checkpoint else ""
+        return (
+            f"{where}a .safetensors weights file could not be read ({first}); it is truncated "
+            "or corrupt: save or copy the checkpoint again"
+        )
+    return first
 
 
 def _recipe(path: Path, options: list[str] | None, ctx: typer.Context | None = None):
@@ -229,7 +254,38 @@ def _load_for_eval(cfg, checkpoint: str | None, work_dir: Path | None, dry_run: 
             return cfg, build_policy(cfg.model), "the recipe's model"
         return cfg, load_policy(checkpoint, device=cfg.model.get("device")), checkpoint
     except _user_errors() as error:
-        _fail(str(error))
+        _fail(_error_line(error, checkpoint))
+
+
+def _check_seed(seed: int | None) -> None:
+    """``--seed`` must be a non-negative int (it seeds Python's and torch's generators)."""
+    if seed is not None and seed < 0:
+        _fail(f"--seed {seed} must be an int >= 0")
+
+
+def _check_num_prompts(num_prompts: int | None) -> None:
+    """``--num-prompts``, when given, must be at least 1 (before anything loads)."""
+    if num_prompts is not None and num_prompts < 1:
+        _fail(
+            f"--num-prompts {num_prompts} must be an int >= 1 (leave it out for the recipe's "
+            "evaluation.num_prompts)"
+        )
+
+
+def _eval_prompt_count(cfg, num_prompts: int | None) -> int | None:
+    """``--num-prompts`` capped at the task's eval split (a prompt file's) and at
+    :data:`~unigrpo_kit.validation.MAX_EVAL_PROMPTS`, with a one-line note on stderr when
+    capped; None (the recipe's ``evaluation.num_prompts``, validated) when not given."""
+    from unigrpo_kit.registry import TASKS
+    from unigrpo_kit.validation import cap_num_prompts, eval_split_size
+
+    if num_prompts is None:
+        return None
+    split = cfg.evaluation.get("split", "eval")
+    count, note = cap_num_prompts(num_prompts, eval_split_size(TASKS.build(cfg.task), split))
+    if note:
+        typer.echo(f"note: {note}", err=True)
+    return count
 
 
 @app.command("eval", context_settings=EXTRA_ARGS)
@@ -243,7 +299,13 @@ def evaluate(
             "Default: the recipe's latest checkpoint, else its base model."
         ),
     ] = None,
-    num_prompts: Annotated[int | None, typer.Option(help="Eval prompts (default: recipe).")] = None,
+    num_prompts: Annotated[
+        int | None,
+        typer.Option(
+            help="Eval prompts, >= 1 (default: recipe); capped at the task's eval split and at "
+            "10000."
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Eval seed (default: recipe).")] = None,
     cfg_options: CfgOptions = None,
     work_dir: Annotated[Path | None, typer.Option(help="Default: work_dirs/<recipe name>.")] = None,
@@ -261,15 +323,18 @@ def evaluate(
 
     from unigrpo_kit.evaluation import evaluate_recipe
 
+    _check_num_prompts(num_prompts)
+    _check_seed(seed)
     cfg = _recipe(recipe, cfg_options, ctx)
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
     with tempfile.TemporaryDirectory(prefix="unigrpo-eval-") as tmp:
         cfg, policy, source = _load_for_eval(cfg, checkpoint, work_dir, dry_run, tmp)
         try:
-            scores = evaluate_recipe(cfg, policy, num_prompts=num_prompts, seed=seed)
+            count = _eval_prompt_count(cfg, num_prompts)
+            scores = evaluate_recipe(cfg, policy, num_prompts=count, seed=seed)
         except _user_errors() as error:
-            _fail(str(error))
+            _fail(_error_line(error))
     table = Table(title=f"eval of {source}", title_justify="left")
     table.add_column("metric", style="bold cyan")
     table.add_column("value", justify="right")
@@ -309,29 +374,75 @@ def sample(
     from unigrpo_kit.rollout.build import evaluation_engine
     from unigrpo_kit.visualize import episode_grid
 
+    _check_out(out)
+    _check_seed(seed)
+    texts = _prompt_texts(prompt)
     cfg = _recipe(recipe, cfg_options, ctx)
-    if out.suffix.lower() != ".png":
-        _fail(f"--out {out} must be a .png file")
     with tempfile.TemporaryDirectory(prefix="unigrpo-sample-") as tmp:
         cfg, policy, _ = _load_for_eval(cfg, checkpoint, work_dir, dry_run, tmp)
-        task = TASKS.build(cfg.task)
-        if prompt:
-            vocabulary = getattr(policy.tokenizer, "stoi", None)  # a word-level tokenizer's
-            unknown = sorted({w for p in prompt for w in p.split()} - set(vocabulary or ()))
-            if vocabulary is not None and unknown:
-                _fail(
-                    f"--prompt uses words outside the model's vocabulary: {', '.join(unknown[:5])}"
-                )
-            # ShapeWorld's word-level vocabulary is lower case; a real tokenizer takes the text
-            texts = [" ".join(p.lower().split()) for p in prompt] if vocabulary else prompt
-            prompts = [SimpleNamespace(text=text) for text in texts]
-        else:
-            prompts = task.eval_prompts(8, seed=seed)
-        engine = evaluation_engine(cfg, policy, task)
-        # A CPU generator on every device: the same noise, and so the same grid, on CPU and CUDA.
-        batch = engine.rollout(prompts, 1, generator=torch.Generator().manual_seed(seed))
-    episode_grid(batch, out, max_rows=len(prompts))
+        try:
+            task = TASKS.build(cfg.task)
+            if texts:
+                prompts = [SimpleNamespace(text=t) for t in _in_vocabulary(texts, policy)]
+            else:
+                prompts = task.eval_prompts(8, seed=seed)
+            engine = evaluation_engine(cfg, policy, task)
+            # A CPU generator on every device: the same noise, and so the same grid, on CPU
+            # and CUDA.
+            batch = engine.rollout(prompts, 1, generator=torch.Generator().manual_seed(seed))
+        except _user_errors() as error:
+            _fail(_error_line(error))
+    try:
+        episode_grid(batch, out, max_rows=len(prompts))
+    except OSError as error:
+        _fail(f"--out {out} could not be written: {error.strerror or error}")
     typer.echo(f"wrote {out}")
+
+
+def _check_out(out: Path) -> None:
+    """``sample --out``: a ``.png`` file (not a folder) in a folder that exists and can be
+    written, checked before the model loads."""
+    import os
+
+    if out.is_dir():
+        _fail(f"--out {out} is a directory; name a .png file, e.g. --out {out / 'grid.png'}")
+    if out.suffix.lower() != ".png":
+        _fail(f"--out {out} must be a .png file, e.g. --out grid.png")
+    parent = out.parent
+    if not parent.exists():
+        _fail(f"--out {out}: the folder {parent} does not exist; create it first")
+    if not parent.is_dir():
+        _fail(f"--out {out}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        _fail(f"--out {out}: the folder {parent} is not writable; choose another --out")
+    if out.exists() and not os.access(out, os.W_OK):
+        _fail(f"--out {out} exists and is not writable; choose another --out")
+
+
+def _prompt_texts(prompts: list[str] | None) -> list[str]:
+    """The ``--prompt`` texts, each refused in one line if it has no words."""
+    for text in prompts or []:
+        if not text.split():
+            _fail(f"--prompt {text!r} is empty; give the words of a prompt, e.g. 'a red circle'")
+    return list(prompts or [])
+
+
+def _in_vocabulary(texts: list[str], policy) -> list[str]:
+    """The prompts as the policy takes them: a word-level tokenizer's (ShapeWorld's, lower
+    case) gets them lower-cased and whitespace-normalized, and refuses words outside its
+    vocabulary in one line; a real tokenizer takes the texts as written."""
+    tokenizer = getattr(policy, "tokenizer", None)
+    vocabulary = getattr(tokenizer, "words", None) or getattr(tokenizer, "stoi", None)
+    if vocabulary is None:
+        return texts
+    texts = [" ".join(text.lower().split()) for text in texts]
+    unknown = sorted({w for text in texts for w in text.split()} - set(vocabulary))
+    if unknown:
+        _fail(
+            f"--prompt uses words outside the model's vocabulary: {', '.join(unknown[:5])} "
+            "(the word-level tokenizer knows the task's words, e.g. 'a red circle')"
+        )
+    return texts
 
 
 def _register_tools() -> None:

@@ -60,11 +60,26 @@ def _get(cfg: Config, key: str):
     return node
 
 
-def load_recipe(path: str | Path, options: list[str] | None = None) -> Config:
-    """The recipe at ``path`` with ``key=value`` overrides applied (each key must exist)."""
-    path = Path(path)
+def check_recipe_path(path: Path) -> None:
+    """A one-line :class:`RecipeError` unless ``path`` is a recipe file that exists."""
+    if path.is_dir():
+        raise RecipeError(
+            f"recipe {str(path)!r} is a directory, not a recipe file; pass a .py file such as "
+            "recipes/unified_single_round.py"
+        )
     if not path.is_file():
         raise RecipeError(f"recipe file {str(path)!r} does not exist; see recipes/ for examples")
+
+
+def load_recipe(
+    path: str | Path, options: list[str] | None = None, *, validate: bool = True
+) -> Config:
+    """The recipe at ``path`` with ``key=value`` overrides applied (each key must exist), checked
+    by :func:`unigrpo_kit.validation.validate_recipe` (sections, key types and ranges, the cheap
+    components' constructors) unless ``validate`` is False (a partial recipe, e.g. a
+    ``_base_`` file)."""
+    path = Path(path)
+    check_recipe_path(path)
     try:
         cfg = Config.fromfile(str(path))
     except Exception as error:
@@ -84,5 +99,9 @@ def load_recipe(path: str | Path, options: list[str] | None = None) -> Config:
         overrides[key] = value
     if overrides:
         cfg.merge_from_dict(overrides)
+    if validate:
+        from .validation import validate_recipe
+
+        validate_recipe(cfg, source=str(path))
     cfg.recipe_name = path.stem
     return cfg

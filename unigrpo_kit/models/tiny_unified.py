@@ -18,8 +18,10 @@ training and rollouts alike:
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -49,6 +51,36 @@ class TinyUnifiedConfig:
     max_positions: int = 256
     banned_token_ids: tuple[int, ...] = ()
 
+    def __post_init__(self) -> None:
+        check_config(self)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TinyUnifiedConfig:
+        """The config of a checkpoint's ``config.json`` (``{"type": ..., "config": {...}}``); a
+        one-line ValueError naming the file and the field for anything that cannot build a
+        model: malformed JSON, an unknown field, a size that does not fit."""
+        path = Path(path)
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"checkpoint config {path} is not valid JSON: {error}") from None
+        fields = meta.get("config") if isinstance(meta, dict) else None
+        if not isinstance(fields, dict):
+            raise ValueError(f'checkpoint config {path} has no "config" object of model sizes')
+        fields = dict(fields)
+        if isinstance(fields.get("banned_token_ids"), list):
+            fields["banned_token_ids"] = tuple(fields["banned_token_ids"])
+        unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"checkpoint {path.parent} does not match the model: unknown config field "
+                f"{unknown[0]!r} in {path.name}"
+            )
+        try:
+            return cls(**fields)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"checkpoint config {path}: {error}") from None
+
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
@@ -56,6 +88,50 @@ class TinyUnifiedConfig:
     @property
     def patch_dim(self) -> int:
         return self.channels * self.patch_size**2
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_config(config: TinyUnifiedConfig) -> None:
+    """A one-line ValueError naming the first field that cannot build a model: a size that is
+    not a positive int, ``n_heads`` not dividing ``d_model``, a ``d_model`` that the 2-D position
+    embedding cannot split in four, an image that is not a whole number of patches, a banned id
+    outside the vocabulary."""
+    for name in ("vocab_size", "d_model", "n_layers", "n_heads", "image_size", "patch_size"):
+        value = getattr(config, name)
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"config field {name}={value!r} must be an int >= 1")
+    for name in ("channels", "max_positions"):
+        value = getattr(config, name)
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"config field {name}={value!r} must be an int >= 1")
+    ratio = config.mlp_ratio
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
+        raise ValueError(f"config field mlp_ratio={ratio!r} must be a number > 0")
+    if config.d_model % config.n_heads:
+        raise ValueError(
+            f"config field n_heads={config.n_heads} must divide d_model={config.d_model} "
+            "(each head gets d_model / n_heads channels)"
+        )
+    if config.d_model % 4:
+        raise ValueError(
+            f"config field d_model={config.d_model} must be a multiple of 4 (the 2-D position "
+            "embedding splits it into four)"
+        )
+    if config.image_size % config.patch_size:
+        raise ValueError(
+            f"config field image_size={config.image_size} is not a multiple of patch_size "
+            f"{config.patch_size} (an image is a whole number of patches)"
+        )
+    banned = config.banned_token_ids
+    if not isinstance(banned, (list, tuple)) or not all(
+        _is_int(i) and 0 <= i < config.vocab_size for i in banned
+    ):
+        raise ValueError(
+            f"config field banned_token_ids={banned!r} must be ids in [0, {config.vocab_size})"
+        )
 
 
 class ForwardOutput(NamedTuple):
@@ -157,11 +233,7 @@ class TinyUnified(nn.Module):
         config = config if config is not None else TinyUnifiedConfig(**kwargs)
         if isinstance(config, dict):
             config = TinyUnifiedConfig(**config)
-        if config.image_size % config.patch_size:
-            raise ValueError(
-                f"image_size {config.image_size} is not a multiple of "
-                f"patch_size {config.patch_size}"
-            )
+        check_config(config)  # a config edited after it was made
         self.config = config
         self.attention_backend = attention_backend
         d = config.d_model

@@ -70,9 +70,33 @@ class WordTokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> WordTokenizer:
-        data = json.loads(Path(path).read_text())
-        if tuple(data.get("special", ())) != SPECIAL_TOKENS:
+        """The tokenizer saved at ``path``; a one-line ValueError naming the file when it is
+        not one (malformed or truncated JSON, missing or wrong fields)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(
+                f"tokenizer file {path} is not valid JSON ({error}); the checkpoint is truncated "
+                "or corrupt"
+            ) from None
+        if not isinstance(data, dict) or not isinstance(data.get("words"), list):
+            raise ValueError(
+                f'tokenizer file {path} needs {{"special": [...], "words": [...]}}, a word list '
+                "as WordTokenizer.save writes it"
+            )
+        special = data.get("special", [])
+        if not isinstance(special, list) or tuple(special) != SPECIAL_TOKENS:
             raise ValueError(
                 f"{path}: special tokens {data.get('special')} differ from {SPECIAL_TOKENS}"
             )
-        return cls(data["words"])
+        bad = [w for w in data["words"] if not isinstance(w, str) or w.split() != [w]]
+        if bad:
+            raise ValueError(
+                f"tokenizer file {path}: words must be non-empty strings without spaces, got "
+                f"{bad[0]!r}"
+            )
+        try:
+            return cls(data["words"])
+        except ValueError as error:
+            raise ValueError(f"tokenizer file {path}: {error}") from None
