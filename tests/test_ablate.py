@@ -292,7 +292,10 @@ def test_a_bad_key_in_a_variant_names_the_variant(
 
 
 # --------------------------------------------------------------------------- real sweeps
-FAILING = "algorithm.minibatch_size=0"  # range(0, n, 0) raises in the first training step
+# A tolerance no recomputation meets: the run fails at its first step's on-policy self-check
+# (a value the recipe validation would refuse up front, such as minibatch_size=0, stops the
+# whole sweep before it starts instead).
+TOLERANCES = {0: "1e-300", 4: "0.001", 2: "0.01"}  # cell index as the old minibatch sizes
 
 
 def sweep_options(tiny_checkpoint: Path) -> list[str]:
@@ -319,7 +322,7 @@ def sweep_options(tiny_checkpoint: Path) -> list[str]:
 
 def sweep_args(tiny_checkpoint: Path, jobs: int) -> list[str]:
     """Three cells x seed 3: the failing one first, then two that train."""
-    args = [str(RECIPE), "--grid", "algorithm.minibatch_size=0,4,2", "--seeds", "3"]
+    args = [str(RECIPE), "--grid", GRID, "--seeds", "3"]
     args += ["--jobs", str(jobs), "--quiet"]
     for option in sweep_options(tiny_checkpoint):
         args += ["--cfg-options", option]
@@ -331,8 +334,15 @@ def sweep_root(cwd: Path) -> Path:
     return root
 
 
+GRID = "algorithm.self_check_tol=" + ",".join(TOLERANCES.values())
+
+
+def cell(minibatch: int) -> str:
+    return f"algorithm.self_check_tol={TOLERANCES[minibatch]}"
+
+
 def run_dir(root: Path, minibatch: int) -> Path:
-    return root / f"algorithm.minibatch_size={minibatch}" / "seed3"
+    return root / cell(minibatch) / "seed3"
 
 
 TIME_COLUMNS = ("step_s_mean", "step_s_std", "wall_s_mean", "wall_s_std")
@@ -375,24 +385,24 @@ def test_a_sweep_records_the_failed_cell_and_finishes_the_others(finished_sweep)
         assert done["final_reward"] != 0
         assert {"judge/strict", "judge/partial", "quality"} <= set(done["eval"])
         config = (directory / "config.py").read_text()
-        assert "seed = 3" in config and f"minibatch_size={minibatch}" in config
+        assert "seed = 3" in config and f"self_check_tol={TOLERANCES[minibatch]}" in config
         assert "threads = 1" in config
     rows = {row["cell"]: row for row in csv.DictReader(open(root / "results.csv"))}
-    assert list(rows) == [f"algorithm.minibatch_size={m}" for m in (0, 4, 2)]
-    assert rows["algorithm.minibatch_size=0"]["runs_failed"] == "1"
-    assert rows["algorithm.minibatch_size=0"]["errors"] == f"seed3: {failed['error']}"
-    assert rows["algorithm.minibatch_size=2"]["runs_done"] == "1"
+    assert list(rows) == [cell(m) for m in (0, 4, 2)]
+    assert rows[cell(0)]["runs_failed"] == "1"
+    assert rows[cell(0)]["errors"] == f"seed3: {failed['error']}"
+    assert rows[cell(2)]["runs_done"] == "1"
     final = json.loads((run_dir(root, 2) / "result.json").read_text())["final_reward"]
-    assert rows["algorithm.minibatch_size=2"]["final_reward_mean"] == f"{final:.4f}"
+    assert rows[cell(2)]["final_reward_mean"] == f"{final:.4f}"
     markdown = (root / "results.md").read_text()
     assert "## Failed runs" in markdown and failed["error"] in markdown
     for png in ("reward_curves.png", "eval_strict.png"):
         assert (root / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = [ln for ln in result.stdout.splitlines() if re.match(r"│\s+\d", ln)]
     assert [[c.strip() for c in ln.split("│")[1:3]] for ln in table] == [
-        ["0", "0 (1 failed)"],  # one short column per swept key, then the seeds done
-        ["4", "1"],
-        ["2", "1"],
+        [TOLERANCES[0], "0 (1 failed)"],  # one short column per swept key, then the seeds done
+        [TOLERANCES[4], "1"],
+        [TOLERANCES[2], "1"],
     ]
 
 
@@ -407,7 +417,7 @@ def test_tables_are_a_deterministic_function_of_the_result_files(
     rerun = cli.invoke(app, sweep_args(tiny_checkpoint, jobs=2))  # everything is finished
     assert rerun.exit_code == 1 and "1 runs failed" in rerun.stderr
     assert stamps == {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.parent.name == "seed3"}
-    spec = build_spec(["algorithm.minibatch_size=0,4,2"], None, "3")
+    spec = build_spec([GRID], None, "3")
     name = root.name.removeprefix("ablate_")
     write_report(plan_sweep(RECIPE, spec, sweep_options(tiny_checkpoint), name, root.parent))
     assert before == {name: (root / name).read_bytes() for name in before}
@@ -442,7 +452,7 @@ def test_retry_failed_starts_the_failed_run_again_and_nothing_else(
     monkeypatch.chdir(tmp_path)
     rerun = cli.invoke(app, [*sweep_args(tiny_checkpoint, jobs=2), "--retry-failed"])
     assert rerun.exit_code == 1 and "1 runs failed" in rerun.stderr
-    assert started == ["algorithm.minibatch_size=0/seed3"]
+    assert started == [f"{cell(0)}/seed3"]
     assert stamps == {p: p.stat().st_mtime_ns for d in good for p in d.rglob("*")}
     assert (root / "results.csv").read_bytes() == table
 
@@ -461,7 +471,7 @@ def test_a_sweep_killed_midway_resumes_to_the_same_runs_and_table(
     )
     deadline = time.monotonic() + 120
     while True:  # the last run starts once a first one is finished
-        last = next(tmp_path.glob("work_dirs/*/algorithm.minibatch_size=2/seed3"), None)
+        last = next(tmp_path.glob(f"work_dirs/*/{cell(2)}/seed3"), None)
         if last is not None and (last / "checkpoints" / "latest").exists():
             break
         assert process.poll() is None and time.monotonic() < deadline, "sweep ended too early"
@@ -497,3 +507,16 @@ def test_a_sweep_killed_midway_resumes_to_the_same_runs_and_table(
             assert resumed.get(key) == reference.get(key), key
     reference_csv = (reference_root / "results.csv").read_text()
     assert without_times((root / "results.csv").read_text()) == without_times(reference_csv)
+
+
+def test_a_cell_the_recipe_validation_refuses_stops_the_sweep_before_it_starts(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = [str(RECIPE), "--grid", "algorithm.minibatch_size=0,4", "--seeds", "3", "--quiet"]
+    for option in sweep_options(tiny_checkpoint):
+        args += ["--cfg-options", option]
+    result = cli.invoke(app, args)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "algorithm.minibatch_size=0" in result.stderr
+    assert not (tmp_path / "work_dirs").exists()
