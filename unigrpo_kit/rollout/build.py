@@ -55,7 +55,9 @@ def training_engine(cfg, policy, task, reward, *, painter=None) -> RolloutEngine
         text_sampler=text_sampler(roll.text_sampler, policy, "reasoning")
         if roll.reasoning
         else None,
-        reflection_sampler=text_sampler(reflection, policy, "reflection") if reflection else None,
+        reflection_sampler=text_sampler(reflection, policy, "reflection")
+        if reflection and roll.get("max_rounds", 1) > 1
+        else None,
         reasoning=roll.reasoning,
         num_steps=roll.get("num_steps", 10),
         shift=roll.get("shift", 1.0),
