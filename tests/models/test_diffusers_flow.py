@@ -21,7 +21,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from unigrpo_kit.models.checkpoint import policy_spec
-from unigrpo_kit.models.diffusers_flow import (
+from unigrpo_kit.models.diffusers import (
     DiffusersFlowPolicy,
     FluxPolicy,
     SD3Policy,

@@ -2,7 +2,7 @@
 causal LMs), attention backends, the tokenizer and checkpoints."""
 
 from .checkpoint import load_model, load_policy, save_model
-from .diffusers_flow import DiffusersFlowPolicy, FluxPolicy, SD3Policy
+from .diffusers import DiffusersFlowPolicy, FluxPolicy, SD3Policy
 from .hf_causal_lm import HFCausalLM
 from .protocol import ImagePolicy, TextPolicy, TrainablePolicy, UnifiedPolicy
 from .tiny_unified import TinyUnified, TinyUnifiedConfig

@@ -1,35 +1,5 @@
-"""diffusers flow-matching pipelines (SD3, Flux) as image policies
-(:class:`~unigrpo_kit.models.protocol.ImagePolicy`).
-
-:class:`DiffusersFlowPolicy` loads a diffusers pipeline folder (the ``save_pretrained`` layout:
-``model_index.json`` and one sub-folder per part) and trains its transformer, alone: the text
-encoders and the VAE are frozen and never reach the optimizer. Everything model-specific is the
-pipeline's own code, called, never re-implemented: ``pipe.encode_prompt`` for the prompt
-encodings, the pipeline module's ``calculate_shift`` / ``retrieve_timesteps`` and the pipeline's
-scheduler for the sigma schedule, Flux's ``_prepare_latent_image_ids`` and ``_unpack_latents``
-(the kit draws Flux's noise in the packed layout of ``_pack_latents`` directly: i.i.d. Gaussian
-either way, as ``pipe(latents=...)`` takes it), the VAE's ``scaling_factor`` /
-``shift_factor`` and the pipeline's ``image_processor`` for decoding. What the policy adds is
-the kit's protocol around them:
-
-- a conditioning computed once per prompt text, under ``torch.no_grad()`` (frozen encoders), kept
-  in a :class:`PromptEmbeddings` context and recorded in the episode
-  (:class:`~unigrpo_kit.rollout.episode.ConditionRecord`) so that the recomputation reads the
-  very tensors the rollout used;
-- ``velocity(context, x, sigma)``, the transformer's output in the kit's convention, which is
-  diffusers' own for these models (``FlowMatchEulerDiscreteScheduler``:
-  ``prev = x + (sigma_next - sigma) * v``); an ODE rollout of the kit over
-  :meth:`DiffusersFlowPolicy.sigma_schedule` is ``pipe(..., output_type="latent")`` step for
-  step (the tests hold them to 1e-4);
-- LoRA through diffusers' ``PeftAdapterMixin`` (``transformer.add_adapter``), a frozen
-  reference (the adapter disabled, or a frozen copy), checkpoints in diffusers' own LoRA format
-  (a stock ``pipe.load_lora_weights(folder)`` reads them; ``model.adapter`` loads one) or a
-  ``save_pretrained`` transformer folder (``<Family>Transformer2DModel.from_pretrained`` reads
-  it; ``model.transformer`` puts it over the base pipeline of ``model.path``).
-
-``type="DiffusersFlowPolicy"`` picks the family from ``model_index.json``'s ``_class_name``
-(:data:`FAMILIES`); ``type="SD3Policy"`` / ``"FluxPolicy"`` name it.
-"""
+"""The base of the diffusers flow-matching policies (see the package docstring):
+:class:`DiffusersFlowPolicy`, which each family subclasses (:mod:`.sd3`, :mod:`.flux`)."""
 
 from __future__ import annotations
 
@@ -38,39 +8,42 @@ import copy
 import inspect
 import json
 import sys
-import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..registry import MODELS
-from ..rollout.episode import ConditionRecord
-from .checkpoint import POLICY_FILE
-from .protocol import PARTS, EpisodeForward
+from ...registry import MODELS
+from ...rollout.episode import ConditionRecord
+from ..checkpoint import POLICY_FILE
+from ..protocol import PARTS, EpisodeForward
+from .checkpoints import (
+    LORA_FILE,
+    TRANSFORMER_DIR,
+    _import_peft,
+    _load_lora,
+    _load_pipeline,
+    _load_transformer,
+    _local_config,
+    _one_line,
+    _pipeline_class_name,
+    _save_lora,
+    _saved_lora_config,
+    _transformer_folder,
+)
+from .context import PromptEmbeddings
 
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 ATTENTION_BACKENDS = ("auto", "sdpa", "xformers")
-PEFT_MISSING = 'model.lora needs peft: pip install -e ".[peft]"'
-# diffusers' LoRA file (``LORA_WEIGHT_NAME_SAFE``) and the sub-folder of a fully trained transformer
-LORA_FILE = "pytorch_lora_weights.safetensors"
-TRANSFORMER_DIR = "transformer"
 # What diffusers' LoRA training scripts target when no target_modules are given.
 DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 # Distinct prompt texts whose encodings are kept (a group's G rows share one; a step has a few).
 PROMPT_CACHE_SIZE = 64
 # Images decoded per VAE call (a 1024 px decode is memory-hungry).
 DECODE_CHUNK = 8
-
-
-def _one_line(error: BaseException) -> str:
-    """The first line of an exception's message, for errors that must stay on one line."""
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def _quiet_progress_bars() -> None:
@@ -83,101 +56,10 @@ def _quiet_progress_bars() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def _import_peft():
-    try:
-        import peft
-    except ImportError as error:
-        raise ImportError(PEFT_MISSING) from error
-    return peft
-
-
-@dataclass(frozen=True, eq=False)
-class PromptEmbeddings:
-    """The conditioning of B rows: what the pipeline's ``encode_prompt`` returned.
-
-    prompt_embeds: [B, L, D] the text tokens' encodings (SD3: CLIP-L, CLIP-G padded to T5's
-        width, then T5; Flux: T5), the transformer's ``encoder_hidden_states``.
-    pooled_projections: [B, P] the pooled CLIP encodings (SD3: both CLIPs' concatenated).
-    text_ids: [L, 3] Flux's text position ids (zeros), shared by every row; None for SD3.
-
-    It does not grow with the episode: :meth:`prefix` returns it unchanged.
-    """
-
-    prompt_embeds: Tensor
-    pooled_projections: Tensor
-    text_ids: Tensor | None = None
-
-    def __len__(self) -> int:
-        return self.prompt_embeds.shape[0]
-
-    def select(self, rows: Tensor) -> PromptEmbeddings:
-        """The rows ``rows`` [b] (an index tensor, on any device)."""
-        rows = rows.to(self.prompt_embeds.device)
-        return PromptEmbeddings(
-            self.prompt_embeds[rows], self.pooled_projections[rows], self.text_ids
-        )
-
-    def repeat_interleave(self, repeats: int) -> PromptEmbeddings:
-        """Each row ``repeats`` times, copies adjacent."""
-        return PromptEmbeddings(
-            self.prompt_embeds.repeat_interleave(repeats, 0),
-            self.pooled_projections.repeat_interleave(repeats, 0),
-            self.text_ids,
-        )
-
-    def prefix(self, num_segments: int) -> PromptEmbeddings:
-        """The conditioning of every image of the episode: itself."""
-        return self
-
-    @staticmethod
-    def cat(first: PromptEmbeddings, second: PromptEmbeddings) -> PromptEmbeddings:
-        """``first``'s rows, then ``second``'s (the batched call of classifier-free guidance)."""
-        return PromptEmbeddings(
-            torch.cat([first.prompt_embeds, second.prompt_embeds]),
-            torch.cat([first.pooled_projections, second.pooled_projections]),
-            first.text_ids,
-        )
-
-
-def _pipeline_class_name(path: str) -> str:
-    """``_class_name`` of ``path``'s ``model_index.json``; a one-line ValueError naming
-    ``model.path`` if it is not a diffusers pipeline folder."""
-    folder = Path(path).expanduser()
-    hint = (
-        "point it at a diffusers pipeline folder (save_pretrained layout: model_index.json and "
-        "one sub-folder per part)"
-    )
-    if folder.is_dir():
-        index = folder / "model_index.json"
-        if not index.is_file():
-            raise ValueError(
-                f"model.path={path!r} is not a diffusers pipeline: no model_index.json; {hint}"
-            )
-        try:
-            config = json.loads(index.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f"model.path={path!r}: model_index.json is not JSON ({_one_line(error)}); {hint}"
-            ) from None
-    elif folder.is_absolute() or str(path).startswith(".") or str(path).count("/") != 1:
-        raise ValueError(f"model.path={path!r} is not a folder; {hint}, or a hub id")
-    else:  # a hub id: its model_index.json (the machine must reach the hub)
-        from diffusers import DiffusionPipeline
-
-        try:
-            config = DiffusionPipeline.load_config(str(path))
-        except Exception as error:  # OSError, EnvironmentError, HTTP errors
-            raise ValueError(
-                f"model.path={path!r} is not a diffusers pipeline ({_one_line(error)}); {hint}"
-            ) from None
-    name = config.get("_class_name") if isinstance(config, dict) else None
-    if not isinstance(name, str):
-        raise ValueError(f"model.path={path!r}: model_index.json names no _class_name; {hint}")
-    return name
-
-
 def _family_of(path: str) -> type[DiffusersFlowPolicy]:
     """The policy class of the pipeline at ``path`` (by its ``_class_name``)."""
+    from . import FAMILIES  # the families subclass DiffusersFlowPolicy: imported at call time
+
     name = _pipeline_class_name(path)
     if name not in FAMILIES:
         raise ValueError(
@@ -187,8 +69,10 @@ def _family_of(path: str) -> type[DiffusersFlowPolicy]:
     return FAMILIES[name]
 
 
+@MODELS.register_module(name="DiffusersFlowPolicy")
 class DiffusersFlowPolicy:
-    """A diffusers flow-matching pipeline as an image policy; see the module docstring.
+    """A diffusers flow-matching pipeline as an image policy; see the package docstring
+    (:mod:`unigrpo_kit.models.diffusers`).
 
     **Convention.** Flow matching (Lipman et al., arXiv 2210.02747) as rectified flow in SD3
     (Esser et al., arXiv 2403.03206): ``x_sigma = (1 - sigma) x0 + sigma noise`` and the
@@ -255,7 +139,8 @@ class DiffusersFlowPolicy:
         negative_prompt: str = "",
         attention_backend: str = "auto",
     ) -> None:
-        from ..devices import resolve_device
+        from ...devices import resolve_device
+        from . import FAMILIES
 
         _quiet_progress_bars()
         if not isinstance(path, (str, Path)) or not str(path).strip():
@@ -327,7 +212,7 @@ class DiffusersFlowPolicy:
         self.guidance = float(guidance)
         self.negative_prompt = negative_prompt
         self._precheck_resolution(path, transformer_dir)
-        self.pipe = self._load_pipeline(path, transformer_dir)
+        self.pipe = _load_pipeline(self._pipeline_class(), path, transformer_dir, transformer)
         self.pipe.set_progress_bar_config(disable=True)
         self._pipeline_module = sys.modules[type(self.pipe).__module__]
         self.resolution = self._check_resolution(
@@ -365,7 +250,7 @@ class DiffusersFlowPolicy:
         elif adapter is not None:
             try:
                 self.module.add_adapter(_saved_lora_config(peft, lora_file))
-                self._load_lora(lora_file)
+                _load_lora(self.module, lora_file)
             except (TypeError, ValueError, RuntimeError) as error:
                 raise ValueError(f"model.adapter={adapter!r}: {_one_line(error)}") from None
         else:
@@ -378,32 +263,6 @@ class DiffusersFlowPolicy:
         import diffusers
 
         return getattr(diffusers, self.pipeline_class_name)
-
-    def _load_pipeline(self, path: str, transformer_dir: Path | None):
-        pipeline_class = self._pipeline_class()
-        extra: dict[str, Any] = {}
-        # newer diffusers call torch_dtype dtype (with a FutureWarning); older know no other
-        if transformer_dir is not None:
-            try:
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", ".*torch_dtype.*", FutureWarning)
-                    extra["transformer"] = _component_class(path, "transformer").from_pretrained(
-                        transformer_dir, torch_dtype=torch.float32
-                    )
-            except Exception as error:  # OSError, ValueError from diffusers
-                raise ValueError(
-                    f"model.transformer={self._kwargs['transformer']!r} is not a transformer "
-                    f"the pipeline at model.path can take ({_one_line(error)})"
-                ) from None
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", ".*torch_dtype.*", FutureWarning)
-                return pipeline_class.from_pretrained(path, torch_dtype=torch.float32, **extra)
-        except Exception as error:  # OSError, ValueError, EnvironmentError from diffusers
-            raise ValueError(
-                f"model.path={path!r} is not a {self.pipeline_class_name} diffusers can load "
-                f"({_one_line(error)})"
-            ) from None
 
     def _resolution_step(self, vae_scale: int, transformer: dict) -> tuple[int, str]:
         """The multiple the resolution must be of, and why (for the error), given the VAE's
@@ -708,16 +567,7 @@ class DiffusersFlowPolicy:
         folder.mkdir(parents=True, exist_ok=True)
         kwargs = dict(self._kwargs)
         if self._peft:
-            peft = _import_peft()
-            state = peft.get_peft_model_state_dict(self.module)
-            metadata = self.module.peft_config["default"].to_dict()
-            metadata = json.loads(json.dumps(metadata, default=_jsonable))
-            self._pipeline_class().save_lora_weights(
-                folder,
-                transformer_lora_layers=state,
-                transformer_lora_adapter_metadata=metadata,
-                weight_name=LORA_FILE,
-            )
+            _save_lora(self._pipeline_class(), self.module, folder)
             kwargs.update(adapter=".", lora=None, transformer=None)
         else:
             self.module.save_pretrained(folder / TRANSFORMER_DIR)
@@ -725,37 +575,11 @@ class DiffusersFlowPolicy:
         record = {"type": type(self).__name__, "kwargs": kwargs}
         (folder / POLICY_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
-    def _load_lora(self, file: Path) -> None:
-        from safetensors.torch import load_file
-
-        peft = _import_peft()
-        prefix = "transformer."
-        state = {
-            key[len(prefix) :]: value
-            for key, value in load_file(str(file)).items()
-            if key.startswith(prefix)
-        }
-        if not state:
-            raise ValueError(f"{file} holds no transformer.* LoRA weights")
-        result = peft.set_peft_model_state_dict(self.module, state, adapter_name="default")
-        unexpected = list(getattr(result, "unexpected_keys", []) or [])
-        missing = [k for k in getattr(result, "missing_keys", []) or [] if "lora_" in k]
-        if unexpected or missing:
-            raise ValueError(
-                f"the LoRA in {file.parent} does not fit this transformer "
-                f"(unexpected {unexpected[:3]}, missing {missing[:3]})"
-            )
-        for name, parameter in self.module.named_parameters():
-            if "lora_" in name:
-                parameter.requires_grad_(True)
-
     def load_weights(self, folder: Path) -> None:
         """Copy in place (parameters keep their identity) what :meth:`save` wrote into
         ``folder``: the LoRA (``transformer.``-prefixed keys, stripped, into the adapter) or the
         transformer's safetensors (``transformer/``, one file or sharded). A one-line error if
         a file is missing or does not fit."""
-        from safetensors.torch import load_file
-
         if self._frozen:
             raise RuntimeError("the reference policy is frozen: load weights into the policy")
         folder = Path(folder)
@@ -763,19 +587,9 @@ class DiffusersFlowPolicy:
             file = folder / LORA_FILE
             if not file.is_file():
                 raise FileNotFoundError(f"{file} is missing: not a LoRA policy's checkpoint")
-            self._load_lora(file)
+            _load_lora(self.module, file)
             return
-        files = _transformer_files(folder / TRANSFORMER_DIR)
-        state: dict[str, Tensor] = {}
-        for file in files:
-            state.update(load_file(str(file)))
-        try:
-            self.module.load_state_dict(state, strict=True)
-        except RuntimeError as error:
-            raise ValueError(
-                f"the transformer in {folder / TRANSFORMER_DIR} does not fit this model: "
-                f"{_one_line(error)}"
-            ) from None
+        _load_transformer(self.module, folder / TRANSFORMER_DIR)
 
     # -- --dry-run -----------------------------------------------------------------------------
 
@@ -792,15 +606,18 @@ class DiffusersFlowPolicy:
         path = model_cfg.get("path")
         if path and (Path(str(path)).expanduser() / "model_index.json").is_file():
             return _family_of(str(path))
+        from .sd3 import SD3Policy
+
         return SD3Policy
 
     @classmethod
     def dry_run_spec(cls, model_cfg: dict, task: Any, folder: Path) -> dict:
-        """``--dry-run``: a tiny random pipeline of the family (:mod:`.tiny_diffusers`; its
-        tokenizers know ``task``'s words) saved into ``folder`` with ``save_pretrained``, and
-        ``model_cfg`` pointed at it: ``path`` the folder, no adapter or trained transformer, a
-        small ``resolution`` (the task's if the tiny VAE takes it and it is at most 64 px, else
-        32); the other keys (LoRA, dtype, T5 tokens...) as the recipe has them."""
+        """``--dry-run``: a tiny random pipeline of the family
+        (:mod:`~unigrpo_kit.models.tiny_diffusers`; its tokenizers know ``task``'s words) saved
+        into ``folder`` with ``save_pretrained``, and ``model_cfg`` pointed at it: ``path`` the
+        folder, no adapter or trained transformer, a small ``resolution`` (the task's if the tiny
+        VAE takes it and it is at most 64 px, else 32); the other keys (LoRA, dtype, T5
+        tokens...) as the recipe has them."""
         _quiet_progress_bars()
         family = cls._dry_run_family(model_cfg)
         vocabulary = getattr(task, "vocabulary", None)
@@ -816,284 +633,3 @@ class DiffusersFlowPolicy:
             "transformer": None,
             "resolution": resolution,
         }
-
-
-def _jsonable(value: Any) -> Any:
-    """JSON for what a LoraConfig holds besides plain values (sets, enums)."""
-    if isinstance(value, (set, frozenset, tuple)):
-        return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
-    return str(value)
-
-
-def _saved_lora_config(peft, file: Path):
-    """The ``LoraConfig`` of a LoRA saved in diffusers' format: from the file's metadata
-    (``save_lora_weights(..., transformer_lora_adapter_metadata=...)``), else inferred from its
-    weights (rank from the shapes, alpha = rank, the targeted module names)."""
-    from safetensors import safe_open
-
-    with safe_open(str(file), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        keys = list(handle.keys())
-        shapes = {key: handle.get_slice(key).get_shape() for key in keys if "lora_A" in key}
-    packed = metadata.get("lora_adapter_metadata")
-    if packed:
-        prefix = "transformer."
-        entries = {
-            key[len(prefix) :]: value
-            for key, value in json.loads(packed).items()
-            if key.startswith(prefix)
-        }
-        known = set(inspect.signature(peft.LoraConfig).parameters)
-        settings = {key: value for key, value in entries.items() if key in known}
-        settings.pop("task_type", None)
-        settings.pop("peft_type", None)
-        if settings:
-            return peft.LoraConfig(**settings)
-    if not shapes:
-        raise ValueError(f"{file} holds no LoRA weights (no lora_A tensors)")
-    rank = int(next(iter(shapes.values()))[0])
-    targets = sorted({key.split(".lora_A")[0].removeprefix("transformer.") for key in shapes})
-    return peft.LoraConfig(r=rank, lora_alpha=rank, target_modules=targets)
-
-
-def _local_config(folder: Path) -> dict | None:
-    """A local component folder's config.json, or None (a hub id, no such file)."""
-    file = Path(folder).expanduser() / "config.json"
-    try:
-        return json.loads(file.read_text()) if file.is_file() else None
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _transformer_folder(value: str) -> Path:
-    """The transformer folder that ``model.transformer`` names (itself, or its
-    ``transformer/``); a one-line error if neither holds a config.json."""
-    folder = Path(value).expanduser()
-    for candidate in (folder / TRANSFORMER_DIR, folder):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise ValueError(
-        f"model.transformer={value!r} holds no transformer (config.json and safetensors, in it "
-        f"or in its {TRANSFORMER_DIR}/); point it at a folder written by a full fine-tuning "
-        "policy's save()"
-    )
-
-
-def _transformer_files(folder: Path) -> list[Path]:
-    """The safetensors of a ``save_pretrained`` transformer folder (one file or sharded)."""
-    single = folder / "diffusion_pytorch_model.safetensors"
-    index = folder / "diffusion_pytorch_model.safetensors.index.json"
-    if single.is_file():
-        return [single]
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        files = [folder / shard for shard in shards]
-        absent = [file.name for file in files if not file.is_file()]
-        if absent:
-            raise FileNotFoundError(f"{folder} lacks the shards {absent[:3]} that its index names")
-        return files
-    raise FileNotFoundError(
-        f"{folder} holds neither diffusion_pytorch_model.safetensors nor its sharded index: "
-        "not a full fine-tuning policy's checkpoint"
-    )
-
-
-def _component_class(path: str, name: str):
-    """The class that ``path``'s ``model_index.json`` names for component ``name``."""
-    import importlib
-
-    folder = Path(path).expanduser()
-    if folder.is_dir():
-        config = json.loads((folder / "model_index.json").read_text())
-    else:
-        from diffusers import DiffusionPipeline
-
-        config = DiffusionPipeline.load_config(path)
-    library, class_name = config[name]
-    return getattr(importlib.import_module(library), class_name)
-
-
-@MODELS.register_module(name="SD3Policy")
-class SD3Policy(DiffusersFlowPolicy):
-    """Stable Diffusion 3 / 3.5 (``StableDiffusion3Pipeline``, Esser et al., arXiv 2403.03206):
-    an MM-DiT over latent patches, conditioned on CLIP-L + CLIP-G + T5 token encodings and the
-    two CLIPs' pooled projections.
-
-    - latents: [C, H/s, W/s] with s the VAE scale (8 in SD3), C the transformer's
-      ``in_channels`` (16); the resolution is a multiple of s x ``patch_size``;
-    - velocity: ``transformer(hidden_states=x, timestep=sigma * 1000, encoder_hidden_states=
-      prompt_embeds, pooled_projections=pooled).sample`` (``timestep`` as the pipeline passes
-      the scheduler's ``sigma * num_train_timesteps``);
-    - schedule: the scheduler's ``set_timesteps(N)``: N sigmas evenly spaced from its largest
-      to its smallest training sigma, shifted by ``sigma' = shift sigma / (1 + (shift - 1)
-      sigma)`` (SD3: ``shift=3.0`` in the scheduler config; ``mu`` instead under dynamic
-      shifting), then 0;
-    - CFG: the negative prompt ``""`` (the pipeline's default), ``guidance_scale`` 4.5-7 in
-      practice.
-    """
-
-    pipeline_class_name = "StableDiffusion3Pipeline"
-    default_resolution_hint = 1024
-
-    def _resolution_step(self, vae_scale: int, transformer: dict) -> tuple[int, str]:
-        patch = int(transformer.get("patch_size", 2))
-        return vae_scale * patch, f"VAE scale {vae_scale} x patch size {patch}"
-
-    def _max_resolution(self, vae_scale: int, transformer: dict) -> int | None:
-        limit = transformer.get("pos_embed_max_size")
-        if limit is None:
-            return None
-        return int(limit) * int(transformer.get("patch_size", 2)) * vae_scale
-
-    def latent_shape(self) -> tuple[int, int, int]:
-        """(C, H / s, W / s): the VAE's latent image."""
-        side = self.resolution // self.vae_scale_factor
-        return (int(self.pipe.transformer.config.in_channels), side, side)
-
-    def _schedule_kwargs(self, scheduler, num_steps: int) -> dict:
-        # as StableDiffusion3Pipeline.__call__: mu only under dynamic shifting
-        if not scheduler.config.get("use_dynamic_shifting", None):
-            return {}
-        _, height, width = self.latent_shape()
-        patch = self.pipe.transformer.config.patch_size
-        mu = self._pipeline_module.calculate_shift(
-            (height // patch) * (width // patch),
-            scheduler.config.get("base_image_seq_len", 256),
-            scheduler.config.get("max_image_seq_len", 4096),
-            scheduler.config.get("base_shift", 0.5),
-            scheduler.config.get("max_shift", 1.16),
-        )
-        return {"mu": mu}
-
-    def _encode_prompt(self, texts: list[str]):
-        embeds, _, pooled, _ = self.pipe.encode_prompt(
-            prompt=texts,
-            prompt_2=None,
-            prompt_3=None,
-            device=self._device,
-            do_classifier_free_guidance=False,
-            max_sequence_length=self.max_sequence_length,
-        )
-        return embeds, pooled, None
-
-    def _transformer(self, context: PromptEmbeddings, latents: Tensor, sigma: Tensor) -> Tensor:
-        timestep = sigma * self.pipe.scheduler.config.num_train_timesteps
-        return self.module(
-            hidden_states=latents,
-            timestep=timestep,
-            encoder_hidden_states=context.prompt_embeds,
-            pooled_projections=context.pooled_projections,
-            return_dict=False,
-        )[0]
-
-    @classmethod
-    def _save_tiny(cls, folder: Path, words: Sequence[str] | None) -> Path:
-        from .tiny_diffusers import save_tiny_sd3
-
-        return save_tiny_sd3(folder, words=words)
-
-
-@MODELS.register_module(name="FluxPolicy")
-class FluxPolicy(DiffusersFlowPolicy):
-    """FLUX.1 (``FluxPipeline``, Black Forest Labs, github.com/black-forest-labs/flux): an
-    MM-DiT (double- then single-stream blocks) over *packed* latents, conditioned on T5 token
-    encodings and CLIP's pooled output, with 3-axis rotary position ids and, in FLUX.1-dev, a
-    distilled guidance embedding in place of CFG.
-
-    - latents: packed, [(H/2s)(W/2s), 4C]: the VAE's [C, H/s, W/s] latent cut into 2x2 patches,
-      each one token of 4C channels (``FluxPipeline._pack_latents``); ``decode_images`` unpacks
-      them (``_unpack_latents``). The resolution is a multiple of 2s (s the VAE scale, 8);
-    - velocity: ``transformer(hidden_states=x, timestep=sigma, guidance=model.guidance,
-      pooled_projections, encoder_hidden_states, txt_ids, img_ids).sample``, as the pipeline
-      calls it (``timestep = t / 1000`` with ``t = sigma * num_train_timesteps``; ``img_ids``
-      from ``_prepare_latent_image_ids``);
-    - schedule: ``linspace(1, 1/N, N)`` through the scheduler with
-      ``mu = calculate_shift(image tokens)`` (resolution-dependent shifting);
-    - CFG: none by default (the distilled guidance does its work); a recipe's
-      ``guidance_scale`` > 1 is the pipeline's true CFG against ``model.negative_prompt``.
-    """
-
-    pipeline_class_name = "FluxPipeline"
-    default_resolution_hint = 1024
-    _img_ids: Tensor | None = None  # [tokens, 3], made at the first call
-
-    def _resolution_step(self, vae_scale: int, transformer: dict) -> tuple[int, str]:
-        return vae_scale * 2, f"VAE scale {vae_scale} x 2, the 2x2 packing"
-
-    def _latent_side(self) -> int:
-        # as FluxPipeline.prepare_latents: 2 * (int(height) // (vae_scale_factor * 2))
-        return 2 * (self.resolution // (self.vae_scale_factor * 2))
-
-    def latent_shape(self) -> tuple[int, int]:
-        """(tokens, channels) = ((H/2s)(W/2s), 4C): the packed latents."""
-        side = self._latent_side()
-        return ((side // 2) * (side // 2), int(self.pipe.transformer.config.in_channels))
-
-    def _schedule_kwargs(self, scheduler, num_steps: int) -> dict:
-        import numpy as np
-
-        # as FluxPipeline.__call__: its default sigmas, and mu from the image's token count
-        sigmas = np.linspace(1.0, 1 / num_steps, num_steps)
-        if getattr(scheduler.config, "use_flow_sigmas", False):
-            sigmas = None
-        mu = self._pipeline_module.calculate_shift(
-            self.latent_shape()[0],
-            scheduler.config.get("base_image_seq_len", 256),
-            scheduler.config.get("max_image_seq_len", 4096),
-            scheduler.config.get("base_shift", 0.5),
-            scheduler.config.get("max_shift", 1.15),
-        )
-        return {"sigmas": sigmas, "mu": mu}
-
-    def _image_ids(self) -> Tensor:
-        side = self._latent_side()
-        return self.pipe._prepare_latent_image_ids(
-            1, side // 2, side // 2, self._device, torch.float32
-        )
-
-    def _encode_prompt(self, texts: list[str]):
-        embeds, pooled, text_ids = self.pipe.encode_prompt(
-            prompt=texts,
-            prompt_2=None,
-            device=self._device,
-            max_sequence_length=self.max_sequence_length,
-        )
-        return embeds, pooled, text_ids
-
-    def _transformer(self, context: PromptEmbeddings, latents: Tensor, sigma: Tensor) -> Tensor:
-        timestep = sigma * self.pipe.scheduler.config.num_train_timesteps
-        guidance = None
-        if self.module.config.guidance_embeds:
-            guidance = torch.full_like(sigma, self.guidance)
-        if self._img_ids is None:
-            self._img_ids = self._image_ids()
-        return self.module(
-            hidden_states=latents,
-            timestep=timestep / 1000,
-            guidance=guidance,
-            pooled_projections=context.pooled_projections,
-            encoder_hidden_states=context.prompt_embeds,
-            txt_ids=context.text_ids,
-            img_ids=self._img_ids,
-            return_dict=False,
-        )[0]
-
-    def _unpack(self, latents: Tensor) -> Tensor:
-        return self.pipe._unpack_latents(
-            latents, self.resolution, self.resolution, self.vae_scale_factor
-        )
-
-    @classmethod
-    def _save_tiny(cls, folder: Path, words: Sequence[str] | None) -> Path:
-        from .tiny_diffusers import save_tiny_flux
-
-        return save_tiny_flux(folder, words=words)
-
-
-# The pipelines a policy trains, by model_index.json's _class_name.
-FAMILIES: dict[str, type[DiffusersFlowPolicy]] = {
-    SD3Policy.pipeline_class_name: SD3Policy,
-    FluxPolicy.pipeline_class_name: FluxPolicy,
-}
-
-MODELS.register_module(name="DiffusersFlowPolicy", module=DiffusersFlowPolicy)
