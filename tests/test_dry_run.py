@@ -14,9 +14,7 @@ from unigrpo_kit.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = sorted(
-    path
-    for folder in ("", "hf", "diffusers")
-    for path in (REPO / "recipes" / folder).glob("*.py")
+    path for folder in ("", "hf", "diffusers") for path in (REPO / "recipes" / folder).glob("*.py")
 )
 runner = CliRunner()
 
