@@ -40,7 +40,13 @@ import torch
 import torch.nn.functional as F
 
 from unigrpo_kit.evaluation import evaluate
-from unigrpo_kit.models.checkpoint import atomic_write_dir, load_model, save_model
+from unigrpo_kit.models.checkpoint import (
+    CheckpointError,
+    atomic_write_dir,
+    load_model,
+    load_tensor_pickle,
+    save_model,
+)
 from unigrpo_kit.models.layout import ImageSegment, TextSegment
 from unigrpo_kit.models.tiny_unified import TinyUnified, TinyUnifiedConfig
 from unigrpo_kit.models.tiny_unified_policy import TinyUnifiedPolicy
@@ -217,6 +223,21 @@ def save_state(out: Path, model, ema, tokenizer, optimizer, step, elapsed, rng, 
     save_model(ema, tokenizer, out / "ema", extra={"step": step})
 
 
+def load_state(file: Path) -> dict:
+    """A state written by :func:`save_state`, read with ``torch.load(weights_only=True)``
+    (tensors and plain containers only: a planted pickle cannot run code); a SystemExit with
+    one line naming the file if it is refused or unreadable."""
+    try:
+        return load_tensor_pickle(file)
+    except CheckpointError as error:
+        raise SystemExit(f"error: {error}") from None
+    except Exception as error:  # a truncated or corrupt file
+        first = (str(error).splitlines() or [type(error).__name__])[0]
+        raise SystemExit(
+            f"error: {file} is unreadable ({first}); remove it to start again"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("work_dirs/pretrain"))
@@ -272,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     state_file = args.out / "last" / "state.pt"
     if state_file.exists():
-        state = torch.load(state_file, weights_only=False)
+        state = load_state(state_file)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])

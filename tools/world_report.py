@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from unigrpo_kit.evaluation import evaluate, protocol_cfg
-from unigrpo_kit.models.checkpoint import load_model
+from unigrpo_kit.models.checkpoint import CheckpointError, load_model, load_tensor_pickle
 from unigrpo_kit.models.tiny_unified_policy import TinyUnifiedPolicy
 from unigrpo_kit.rollout.build import evaluation_engine
 from unigrpo_kit.tasks.shapeworld import ShapeWorld
@@ -45,7 +45,10 @@ def snapshot_curve(folder: Path, model, tokenizer, num_prompts: int) -> list[dic
     (copies of ``<pretrain dir>/last/state.pt`` taken while the run went on)."""
     points = []
     for file in sorted(folder.glob("*.pt")):
-        state = torch.load(file, weights_only=False)
+        try:  # tensors and plain containers only: a planted pickle cannot run code
+            state = load_tensor_pickle(file)
+        except CheckpointError as error:
+            raise SystemExit(f"error: {error}") from None
         point = {"step": state["step"], "minutes": round(state["elapsed"] / 60, 2)}
         for name in ("model", "ema"):
             model.load_state_dict(state[name])

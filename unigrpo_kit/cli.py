@@ -202,10 +202,17 @@ def train(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     dry_run: DryRun = False,
 ) -> None:
-    """Train a recipe: metrics, samples and checkpoints go to the work dir."""
+    """Train a recipe: metrics, samples and checkpoints go to the work dir.
+
+    Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and prints how to resume
+    (a second Ctrl-C stops at once); a full disk ends the run with one line."""
+    import shlex
+    import signal
+
     from unigrpo_kit import runner
     from unigrpo_kit.trainer import OffPolicyError
 
+    overrides = [*(cfg_options or []), *ctx.args]  # read before _recipe checks them
     cfg = _recipe(recipe, cfg_options, ctx)
     if dry_run:
         from unigrpo_kit.dry_run import dry_run_train
@@ -224,7 +231,14 @@ def train(
     directory = _work_dir(cfg, work_dir)
     try:
         runner.train(cfg, directory, resume=resume, quiet=quiet)
-    except OffPolicyError as error:
+    except runner.RunInterrupted as stop:
+        again = ["unigrpo-kit", "train", str(recipe), "--resume"]
+        again += ["--work-dir", str(work_dir)] if work_dir is not None else []
+        again += ["--cfg-options", *overrides] if overrides else []
+        typer.echo(f"interrupted at step {stop.step}; resume with: {shlex.join(again)}", err=True)
+        code = 128 + int(getattr(signal, stop.signal_name, signal.SIGINT))  # 130, 143
+        raise typer.Exit(code=code) from None
+    except (OffPolicyError, runner.RunStorageError) as error:
         _fail(str(error), code=1)
     except _user_errors() as error:
         _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
