@@ -136,9 +136,7 @@ def test_a_cuda_checkpoint_resumes_on_the_cpu(small_cfg, tmp_path):
     cfg = small_cfg("unified_single_round", **CUDA, **varying_reward())
     trained = runner.train(cfg, tmp_path / "run", quiet=True)
     assert trained.optimizer.state  # something trained: Adam's moments are in the checkpoint
-    state = torch.load(
-        runner.latest_checkpoint(tmp_path / "run") / "trainer_state.pt", weights_only=False
-    )
+    state = runner.read_trainer_state(runner.latest_checkpoint(tmp_path / "run"))
 
     def devices(value):
         if torch.is_tensor(value):

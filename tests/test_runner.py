@@ -85,7 +85,14 @@ def test_two_step_smoke_run_writes_every_output(recipe, small_cfg, tiny_checkpoi
     assert (checkpoints / "latest").read_text().strip() == "step_000002"
     last = runner.latest_checkpoint(work_dir)
     assert last == checkpoints / "step_000002"
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "trainer_state.pt"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "trainer_state.safetensors",
+        "trainer_state.json",
+        "checksums.json",
+    ):
         assert (last / name).is_file(), name
     assert not [p for p in checkpoints.iterdir() if p.name.startswith(".")]  # no temp leftovers
     model, _ = load_model(last)

@@ -182,3 +182,28 @@ class GroupMeanGlobalStd(GroupAdvantage):
     def estimate(self, stats: GroupStats, rewards: Tensor) -> Tensor:
         batch_std = rewards.std(correction=int(self.unbiased)) if rewards.numel() > 1 else 0.0
         return stats.centered / (batch_std + self.eps)
+
+
+def group_advantages(
+    estimator: GroupAdvantage,
+    rewards: Tensor,
+    group_ids: Tensor,
+    components: dict[str, tuple[float, Tensor]] | None = None,
+) -> Tensor:
+    """Advantages ``[N]`` from the episodes whose reward is finite; the others (a reward that
+    failed, timed out or returned NaN) get 0 and are left out of their group's statistics.
+
+    Without ``components``, ``A = estimator(r)`` over the valid episodes. With them (per-reward
+    group normalisation), ``A_i = sum_k w_k * estimator(r_k)_i``: each reward's advantage
+    within the group, then weighted, so that a reward on a large scale does not drown the
+    others.
+    """
+    advantages = torch.zeros(rewards.shape[0], dtype=torch.float32)
+    valid = torch.nonzero(torch.isfinite(rewards)).flatten()
+    if valid.numel() == 0:
+        return advantages
+    parts = [(1.0, rewards)] if components is None else list(components.values())
+    ids = group_ids[valid]
+    for weight, scores in parts:
+        advantages[valid] += weight * estimator(scores.float()[valid], ids).float()
+    return advantages

@@ -210,7 +210,7 @@ def train(
     import signal
 
     from unigrpo_kit import runner
-    from unigrpo_kit.trainer import OffPolicyError
+    from unigrpo_kit.guard import RunStopped
 
     overrides = [*(cfg_options or []), *ctx.args]  # read before _recipe checks them
     cfg = _recipe(recipe, cfg_options, ctx)
@@ -219,7 +219,7 @@ def train(
 
         try:
             report = dry_run_train(cfg)
-        except OffPolicyError as error:
+        except RunStopped as error:
             _fail(str(error), code=1)
         except _user_errors() as error:
             _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
@@ -238,7 +238,7 @@ def train(
         typer.echo(f"interrupted at step {stop.step}; resume with: {shlex.join(again)}", err=True)
         code = 128 + int(getattr(signal, stop.signal_name, signal.SIGINT))  # 130, 143
         raise typer.Exit(code=code) from None
-    except (OffPolicyError, runner.RunStorageError) as error:
+    except (RunStopped, runner.RunStorageError) as error:
         _fail(str(error), code=1)
     except _user_errors() as error:
         _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
@@ -336,6 +336,7 @@ def evaluate(
     import torch
 
     from unigrpo_kit.evaluation import evaluate_recipe
+    from unigrpo_kit.guard import RunStopped
 
     _check_num_prompts(num_prompts)
     _check_seed(seed)
@@ -347,7 +348,7 @@ def evaluate(
         try:
             count = _eval_prompt_count(cfg, num_prompts)
             scores = evaluate_recipe(cfg, policy, num_prompts=count, seed=seed)
-        except _user_errors() as error:
+        except (*_user_errors(), RunStopped) as error:
             _fail(_error_line(error))
     table = Table(title=f"eval of {source}", title_justify="left")
     table.add_column("metric", style="bold cyan")

@@ -13,9 +13,16 @@ import math
 import torch
 
 
-class NonFiniteError(RuntimeError):
-    """A non-finite loss, gradient, probability or weight stopped the run; ``str()`` is the
-    one-line reason."""
+class RunStopped(RuntimeError):
+    """The trainer stopped a run on purpose; ``str()`` is the one-line reason."""
+
+
+class NonFiniteError(RunStopped):
+    """A non-finite loss, gradient, probability or weight stopped the run."""
+
+
+class InvalidRewardError(RunStopped):
+    """Too many steps in a row had no valid reward."""
 
 
 def non_finite_part(loss: torch.Tensor, parts: dict[str, float]) -> str | None:

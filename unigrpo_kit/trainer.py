@@ -27,14 +27,16 @@ from dataclasses import dataclass
 
 import torch
 
-from .guard import NonFiniteError, non_finite_part
+from .advantages import group_advantages
+from .guard import InvalidRewardError, NonFiniteError, RunStopped, non_finite_part
 from .objective import Objective
 from .registry import ADVANTAGES, REWARDS, TASKS
+from .rewards.base import RewardOutput
 from .rollout.build import paints, trained_parts, training_engine
 from .rollout.recompute import Recomputed, recompute
 
 
-class OffPolicyError(RuntimeError):
+class OffPolicyError(RunStopped):
     """Recomputed log-probs differ from those recorded at sampling: training is off-policy."""
 
 
@@ -84,6 +86,7 @@ class UniGRPOTrainer:
         # The numerical guard: updates skipped because a loss or gradient was not finite.
         self.skipped_updates = 0
         self.consecutive_skips = 0
+        self.invalid_reward_steps = 0  # steps in a row without one valid reward
 
     @property
     def model(self) -> torch.nn.Module:
@@ -128,11 +131,12 @@ class UniGRPOTrainer:
 
         metrics = {
             "step": self.step,
-            "reward/mean": float(batch.rewards.mean()),
-            "reward/std": float(batch.rewards.std(unbiased=False)),
+            "reward/mean": nan_mean(batch.rewards),
+            "reward/std": nan_std(batch.rewards),
+            "reward/invalid_frac": float((~torch.isfinite(batch.rewards)).float().mean()),
             "ratio/self_check_max_dev": self_check,
             "rounds/mean": float(batch.rounds().float().mean()),
-            **{k: float(v.float().mean()) for k, v in scored.metrics.items()},
+            **{k: nan_mean(v) for k, v in scored.metrics.items()},
             **{k: mean_of(v) for k, v in logs.items()},
             "episodes/trained": 0 if trained is None else len(trained),
             "guard/skipped_steps": self.skipped_updates,
@@ -158,21 +162,53 @@ class UniGRPOTrainer:
     def score(self, batch):
         """One reward per episode on its final output; one group-relative advantage each.
 
-        Rewards see CPU images; rewards and advantages stay on the CPU (as ``group_ids``)."""
+        Failure is data: an episode whose reward is NaN (or every episode, when the reward
+        raises) is invalid: it gets no advantage, no loss, and is counted
+        (``reward/invalid_frac``); ``algorithm.max_invalid_reward_steps`` (default 3) steps in a
+        row without one valid reward stop the run. Rewards see CPU images; rewards and
+        advantages stay on the CPU (as ``group_ids``)."""
         images = batch.final_images()
         images = None if images is None else images.cpu()
-        scored = self.reward(prompts=batch.prompts, images=images, texts=batch.texts)
+        try:
+            scored = self.reward(prompts=batch.prompts, images=images, texts=batch.texts)
+        except Exception as error:  # a reward model or server failed: this step is invalid
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            print(
+                f"warning: step {self.step + 1}: the reward failed ({type(error).__name__}: "
+                f"{reason}); the step's episodes are invalid",
+                file=sys.stderr,
+            )
+            scored = RewardOutput(torch.full((len(batch),), float("nan")))
         batch.rewards = scored.scores.float()
-        batch.advantages = self.advantage(batch.rewards, batch.group_ids).float()
+        batch.advantages = group_advantages(
+            self.advantage, batch.rewards, batch.group_ids, scored.components
+        )
+        self._count_invalid(batch.rewards)
         return scored
+
+    def _count_invalid(self, rewards: torch.Tensor) -> None:
+        """Stop after ``algorithm.max_invalid_reward_steps`` steps in a row with no valid
+        reward."""
+        if bool(torch.isfinite(rewards).any()):
+            self.invalid_reward_steps = 0
+            return
+        self.invalid_reward_steps += 1
+        limit = self.cfg.algorithm.get("max_invalid_reward_steps", 3)
+        if self.invalid_reward_steps >= limit:
+            raise InvalidRewardError(
+                f"{self.invalid_reward_steps} steps in a row without one valid reward (the last "
+                f"at step {self.step + 1}): check the reward (its server, its weights) "
+                f"(algorithm.max_invalid_reward_steps={limit})"
+            )
 
     def worth_training(self, batch):
         """The episodes to train on: all of them, or, with ``skip_zero_advantage`` (DAPO's
         dynamic sampling), those of groups whose rewards differ; None if there are none. A group
         whose rewards are all equal has A = 0 everywhere and teaches only the regularizer."""
-        if not self.cfg.algorithm.get("skip_zero_advantage", True):
-            return batch
-        keep = torch.nonzero(batch.advantages != 0).flatten()
+        keep = torch.isfinite(batch.rewards)  # an invalid reward trains nothing
+        if self.cfg.algorithm.get("skip_zero_advantage", True):
+            keep = keep & (batch.advantages != 0)
+        keep = torch.nonzero(keep).flatten()
         if keep.numel() == 0:
             return None
         return batch if keep.numel() == len(batch) else batch.select(keep)
@@ -296,6 +332,20 @@ class UniGRPOTrainer:
                 "rollout and training compute different distributions"
             )
         return worst
+
+
+def nan_mean(values: torch.Tensor) -> float:
+    """The mean of the finite values (NaN when there is none)."""
+    values = values.float()
+    finite = values[torch.isfinite(values)]
+    return float(finite.mean()) if finite.numel() else float("nan")
+
+
+def nan_std(values: torch.Tensor) -> float:
+    """The population std of the finite values (NaN when there is none)."""
+    values = values.float()
+    finite = values[torch.isfinite(values)]
+    return float(finite.std(unbiased=False)) if finite.numel() else float("nan")
 
 
 def _prompt_splits(value) -> str | tuple[str, ...]:

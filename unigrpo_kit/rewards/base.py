@@ -23,10 +23,17 @@ INPUTS = frozenset({"images", "texts"})
 
 @dataclass
 class RewardOutput:
-    """Scores ``[N]`` float32 (higher is better) and per-episode metrics, each ``[N]``."""
+    """Scores ``[N]`` float32 (higher is better; NaN marks an episode the reward could not
+    score) and per-episode metrics, each ``[N]``.
+
+    ``components``: for a composite reward that asks for per-reward group normalisation, each
+    part's ``(weight, scores [N])``; the trainer then computes one advantage per part within
+    each group and sums them with the weights (see ``advantages.group_advantages``).
+    """
 
     scores: torch.Tensor
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    components: dict[str, tuple[float, torch.Tensor]] | None = None
 
 
 class Reward:

@@ -19,14 +19,24 @@ class WeightedSum(Reward):
         rewards: reward configs (``dict(type="ShapeWorldJudge", mode="partial")``) or built
             rewards.
         weights: one float per reward; default all 1.
+        normalize: ``"sum"`` (the advantage of the weighted sum) or ``"group"``: per-reward
+            group normalisation, A_i = sum_k weights[k] * A(r_k)_i, each reward's advantage
+            computed within the group before the weighting, so that one reward's scale does
+            not drown the others (the trainer reads the parts from ``RewardOutput.components``).
 
     ``needs`` is the union of the parts' needs. Metrics: every part's metrics, plus
     ``<Type>/score`` for each part (``<Type>#<i>/score`` when a type repeats).
     """
 
     def __init__(
-        self, rewards: Sequence[dict | Reward], weights: Sequence[float] | None = None
+        self,
+        rewards: Sequence[dict | Reward],
+        weights: Sequence[float] | None = None,
+        normalize: str = "sum",
     ) -> None:
+        if normalize not in ("sum", "group"):
+            raise ValueError(f"WeightedSum normalize={normalize!r} must be 'sum' or 'group'")
+        self.normalize = normalize
         if not rewards:
             raise ValueError("WeightedSum needs at least one reward in rewards=[dict(type=...)]")
         weights = [1.0] * len(rewards) if weights is None else list(weights)
@@ -52,12 +62,14 @@ class WeightedSum(Reward):
     ) -> RewardOutput:
         total = torch.zeros(len(prompts), dtype=torch.float32)
         metrics: dict[str, torch.Tensor] = {}
+        components: dict[str, tuple[float, torch.Tensor]] = {}
         for name, part, weight in zip(self.names, self.parts, self.weights, strict=True):
             output = part(prompts=prompts, images=images, texts=texts)
             total += weight * output.scores.float()
             metrics.update(output.metrics)
             metrics[f"{name}/score"] = output.scores
-        return RewardOutput(total, metrics)
+            components[name] = (weight, output.scores.float())
+        return RewardOutput(total, metrics, components if self.normalize == "group" else None)
 
 
 @REWARDS.register_module()

@@ -63,7 +63,8 @@ def train_and_evaluate(spec: dict, run_dir: Path, threads: int) -> dict:
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rewards = [m["reward/mean"] for m in metrics]
     step_times = [m["time/step_s"] for m in metrics]
-    last = rewards[-FINAL_REWARD_STEPS:]
+    # a step whose rewards were all invalid logs null: left out of the final reward
+    last = [r for r in rewards[-FINAL_REWARD_STEPS:] if r is not None]
     train_s = sum(step_times)  # every step once, however often the run was resumed
     return {
         "status": "done",
