@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import inspect
 from pathlib import Path
 
 from mmengine.config import Config
@@ -53,13 +54,6 @@ def check_key(cfg: Config, key: str, source: str = "--cfg-options") -> None:
         node = node[part]
 
 
-def _get(cfg: Config, key: str):
-    node = cfg._cfg_dict.to_dict()
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
 def check_recipe_path(path: Path) -> None:
     """A one-line :class:`RecipeError` unless ``path`` is a recipe file that exists."""
     if path.is_dir():
@@ -69,6 +63,113 @@ def check_recipe_path(path: Path) -> None:
         )
     if not path.is_file():
         raise RecipeError(f"recipe file {str(path)!r} does not exist; see recipes/ for examples")
+
+
+def _parse_options(options: list[str]) -> dict:
+    """``key=value`` words to a dict of parsed values, in order."""
+    parsed = {}
+    for option in options:
+        if "=" not in option:
+            raise RecipeError(
+                f"--cfg-options {option!r} is not key=value (e.g. rollout.group_size=4)"
+            )
+        key, value = option.split("=", 1)
+        parsed[key] = parse_value(value)
+    return parsed
+
+
+def component_class(type_name: str):
+    """The class registered as ``type_name`` in any registry, or None."""
+    from .registry import ALL_REGISTRIES
+
+    for registry in ALL_REGISTRIES.values():
+        if type_name in registry:
+            return registry.get(type_name)
+    return None
+
+
+def _arguments(cls) -> tuple[list[str], bool]:
+    """The keyword arguments ``cls`` takes, and whether it takes any (``**kwargs``)."""
+    if cls.__init__ is object.__init__:
+        return [], False
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    names = [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return names, any(p.kind == p.VAR_KEYWORD for p in parameters)
+
+
+def component_overrides(cfg: Config, parsed: dict) -> dict:
+    """The overrides to merge, with components switched by ``BLOCK.type=Name`` rebuilt.
+
+    A key must exist in the recipe, or be an argument of the component class of the block it
+    sits in (``reward.url`` when ``reward.type`` is, or becomes, ``RemoteReward``). When a
+    block's ``type`` changes, the block keeps only the old keys the new class accepts (the old
+    type's other arguments are dropped) plus the overrides given for it; an argument the class
+    lacks is refused, naming its closest real arguments."""
+    tree = cfg._cfg_dict.to_dict()
+    switched = {
+        key[: -len(".type")]: value
+        for key, value in parsed.items()
+        if key.endswith(".type") and isinstance(_lookup(tree, key[: -len(".type")]), dict)
+    }
+    overrides: dict = {}
+    for key, value in parsed.items():
+        block, _, argument = key.rpartition(".")
+        if block in switched:
+            continue  # folded into the rebuilt block below
+        if _lookup(tree, key) is _MISSING:
+            node = _lookup(tree, block) if block else _MISSING
+            kind = node.get("type") if isinstance(node, dict) else None
+            cls = component_class(kind) if isinstance(kind, str) else None
+            if cls is None:
+                check_key(cfg, key)  # raises, naming the closest keys
+            _check_argument(cls, argument, key)
+        elif isinstance(value, dict) and not isinstance(_lookup(tree, key), dict):
+            value = {"_delete_": True, **value}  # a dict where the recipe has None or a scalar
+        overrides[key] = value
+    for block, kind in switched.items():
+        overrides[block] = _rebuilt_block(block, kind, _lookup(tree, block), parsed)
+    return overrides
+
+
+def _rebuilt_block(block: str, kind, old: dict, parsed: dict) -> dict:
+    cls = component_class(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise RecipeError(
+            f"--cfg-options {block}.type={kind!r} is not a registered component; "
+            "`unigrpo-kit list` shows them"
+        )
+    names, any_keyword = _arguments(cls)
+    rebuilt = {"_delete_": True, "type": kind}
+    rebuilt.update({k: v for k, v in old.items() if k != "type" and (any_keyword or k in names)})
+    for key, value in parsed.items():
+        if key.startswith(block + ".") and key != f"{block}.type":
+            argument = key[len(block) + 1 :]
+            _check_argument(cls, argument.split(".")[0], key)
+            rebuilt[argument] = value
+    return rebuilt
+
+
+def _check_argument(cls, argument: str, key: str) -> None:
+    names, any_keyword = _arguments(cls)
+    if any_keyword or argument in names:
+        return
+    close = difflib.get_close_matches(argument, names, n=3, cutoff=0.5) or names[:6]
+    raise RecipeError(
+        f"--cfg-options key {key!r}: {cls.__name__} takes no argument {argument!r}; "
+        f"its arguments: {', '.join(close) or 'none'}"
+    )
+
+
+_MISSING = object()
+
+
+def _lookup(tree: dict, key: str):
+    node = tree
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
 
 
 def load_recipe(
@@ -85,18 +186,7 @@ def load_recipe(
     except Exception as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise RecipeError(f"recipe {path} could not be read: {first}") from error
-    overrides = {}
-    for option in options or []:
-        if "=" not in option:
-            raise RecipeError(
-                f"--cfg-options {option!r} is not key=value (e.g. rollout.group_size=4)"
-            )
-        key, value = option.split("=", 1)
-        check_key(cfg, key)
-        value = parse_value(value)
-        if isinstance(value, dict) and not isinstance(_get(cfg, key), dict):
-            value = {"_delete_": True, **value}  # a dict where the recipe has None or a scalar
-        overrides[key] = value
+    overrides = component_overrides(cfg, _parse_options(options or []))
     if overrides:
         cfg.merge_from_dict(overrides)
     if validate:
