@@ -178,7 +178,7 @@ BAD_VALUES = [
     ("threads=False", "threads=False"),
     # the components' own constructor checks, named by section
     ("rollout.image_sampler.noise_level=-1", "rollout.image_sampler (FlowSDE): "),
-    ("rollout.image_sampler.type=FlowSDEE", "rollout.image_sampler: unknown sampler"),
+    ("rollout.image_sampler.type=FlowSDEE", "is not a registered component; did you mean FlowSDE"),
     ("algorithm.image_loss.clip_eps=abc", "algorithm.image_loss (FlowGRPOLoss): "),
     ("algorithm.text_loss.agg=bad", "algorithm.text_loss (GRPOLoss): unknown agg 'bad'"),
     ("algorithm.advantage.clip=-5", "algorithm.advantage (GroupNorm): clip must be > 0"),

@@ -134,9 +134,13 @@ def component_overrides(cfg: Config, parsed: dict) -> dict:
 def _rebuilt_block(block: str, kind, old: dict, parsed: dict) -> dict:
     cls = component_class(kind) if isinstance(kind, str) else None
     if cls is None:
+        from .registry import ALL_REGISTRIES
+
+        names = [n for registry in ALL_REGISTRIES.values() for n in registry.known_names()]
+        close = difflib.get_close_matches(str(kind), names, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else "`unigrpo-kit list` shows them"
         raise RecipeError(
-            f"--cfg-options {block}.type={kind!r} is not a registered component; "
-            "`unigrpo-kit list` shows them"
+            f"--cfg-options {block}.type={kind!r} is not a registered component; {hint}"
         )
     names, any_keyword = _arguments(cls)
     rebuilt = {"_delete_": True, "type": kind}
