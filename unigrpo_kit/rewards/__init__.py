@@ -8,6 +8,7 @@ from .composite import Gated, WeightedSum
 from .jpeg import JpegCompressibility
 from .judge import QualityReward, ShapeWorldJudge
 from .placebo import CoinFlip
+from .remote import RemoteReward  # noqa: F401  (registers it)
 from .text import ReasoningReward
 
 __all__ = [
