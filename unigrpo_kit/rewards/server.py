@@ -20,13 +20,12 @@ import threading
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from unigrpo_kit.registry import REWARDS
-from unigrpo_kit.rewards.base import Reward
-from unigrpo_kit.rewards.wire import WireError, decode_request, encode_response
+if TYPE_CHECKING:  # imported where used: the CLI that registers the command starts without torch
+    from unigrpo_kit.rewards.base import Reward
 
 MAX_BODY_BYTES = 1 << 30  # 1 GiB: a batch of 64 PNGs of 1024x1024 is ~200 MB in base64
 SOCKET_TIMEOUT_S = 300.0  # a client that stops sending mid-body frees its thread after this
@@ -66,6 +65,8 @@ class RewardHandler(BaseHTTPRequestHandler):
         self._send(200, {"reward": self.server.reward_name, "needs": needs})
 
     def do_POST(self) -> None:  # noqa: N802
+        from unigrpo_kit.rewards.wire import WireError, encode_response
+
         if self._route() != "/score":
             self._send(404, {"error": f"no {self.path}; POST /score or GET /health"})
             return
@@ -94,6 +95,8 @@ class RewardHandler(BaseHTTPRequestHandler):
     def _request(self) -> tuple[list[Any], Any, list[str] | None]:
         """The decoded ``(prompts, images, texts)``; a WireError for a body that is too big,
         not JSON, not the protocol's, or without an input the reward needs."""
+        from unigrpo_kit.rewards.wire import WireError, decode_request
+
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
             raise WireError("a POST /score needs a Content-Length header")
@@ -131,6 +134,9 @@ class RewardHandler(BaseHTTPRequestHandler):
 
 def build_reward(reward: Reward | dict) -> tuple[Reward, str]:
     """The reward (built with ``REWARDS.build`` from a config) and the name it is served as."""
+    from unigrpo_kit.registry import REWARDS
+    from unigrpo_kit.rewards.base import Reward
+
     if isinstance(reward, Reward):
         return reward, type(reward).__name__
     reward = dict(reward)
