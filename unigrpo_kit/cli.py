@@ -252,8 +252,8 @@ def _brief(scores: dict) -> str:
 def _load_for_eval(cfg, checkpoint: str | None, work_dir: Path | None, dry_run: bool, tmp):
     """The policy to evaluate: a tiny random one (``--dry-run``), the checkpoint given, else
     the recipe's latest checkpoint, else the recipe's base model; and what it is."""
-    from unigrpo_kit.models.checkpoint import latest_checkpoint, load_policy
-    from unigrpo_kit.runner import build_policy
+    from unigrpo_kit.models.checkpoint import load_policy
+    from unigrpo_kit.runner import build_policy, find_resume_point, warn
 
     try:
         if dry_run:
@@ -261,9 +261,13 @@ def _load_for_eval(cfg, checkpoint: str | None, work_dir: Path | None, dry_run: 
 
             cfg, policy = dry_run_policy(cfg, Path(tmp))
             return cfg, policy, "a tiny random model (dry run)"
-        if checkpoint is None:
-            found = latest_checkpoint(_work_dir(cfg, work_dir))
-            checkpoint = str(found) if found is not None else None
+        if checkpoint is None:  # the run's newest intact checkpoint, else the recipe's model
+            point = find_resume_point(_work_dir(cfg, work_dir))
+            for name, why in point.damaged.items():
+                warn(f"checkpoint {name} is damaged ({why}); evaluating an older one")
+            if point.folder is None and point.damaged:
+                _fail(f"no intact checkpoint in {_work_dir(cfg, work_dir)}; nothing to evaluate")
+            checkpoint = None if point.folder is None else str(point.folder)
         if checkpoint is None:
             return cfg, build_policy(cfg.model), "the recipe's model"
         return cfg, load_policy(checkpoint, device=cfg.model.get("device")), checkpoint
