@@ -1,7 +1,7 @@
 """RemoteReward and serve-reward: the protocol end to end on 127.0.0.1.
 
 Servers run in a background thread on an ephemeral port, or as a subprocess (``python -m
-unigrpo_kit.rewards.server``) that the test kills and restarts. Every wait is bounded in time.
+unigrpo_kit.reward_server``) that the test kills and restarts. Every wait is bounded in time.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from unigrpo_kit.registry import REWARDS
 from unigrpo_kit.rewards.base import Reward, RewardOutput
 from unigrpo_kit.rewards.judge import ShapeWorldJudge
 from unigrpo_kit.rewards.remote import FAILED_METRIC, RemoteReward
-from unigrpo_kit.rewards.server import load_reward_config, make_server, serve_reward_command
+from unigrpo_kit.reward_server import load_reward_config, make_server, serve_reward_command
 from unigrpo_kit.rewards.text import ReasoningReward
 from unigrpo_kit.rewards.wire import decode_prompt, encode_prompt, quantize
 from unigrpo_kit.tasks.arithmetic import ArithmeticPrompt
@@ -302,8 +302,8 @@ def test_server_answers_malformed_requests_with_400() -> None:
 
 # --------------------------------------------------------------------------- subprocess
 def _start_server(port: int) -> tuple[subprocess.Popen, str]:
-    """``python -m unigrpo_kit.rewards.server`` serving the judge; its process and URL."""
-    command = [sys.executable, "-m", "unigrpo_kit.rewards.server", "dict(type='ShapeWorldJudge')"]
+    """``python -m unigrpo_kit.reward_server`` serving the judge; its process and URL."""
+    command = [sys.executable, "-m", "unigrpo_kit.reward_server", "dict(type='ShapeWorldJudge')"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [*command, "--host", HOST, "--port", str(port)],

@@ -7,7 +7,7 @@ answered 400, a reward that raises 500, both with ``{"error": "<one line>"}``; a
 (:class:`~unigrpo_kit.rewards.remote.RemoteReward`) then marks the samples invalid.
 
 Run it as ``unigrpo-kit serve-reward REWARD_CONFIG`` or ``python -m
-unigrpo_kit.rewards.server REWARD_CONFIG``.
+unigrpo_kit.reward_server REWARD_CONFIG``.
 """
 
 from __future__ import annotations
@@ -264,5 +264,5 @@ def serve_reward_command(
     run_until_interrupted(server)
 
 
-if __name__ == "__main__":  # python -m unigrpo_kit.rewards.server REWARD_CONFIG --port N
+if __name__ == "__main__":  # python -m unigrpo_kit.reward_server REWARD_CONFIG --port N
     typer.run(serve_reward_command)
