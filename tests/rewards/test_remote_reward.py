@@ -431,3 +431,31 @@ def test_the_docs_minimal_server_works_with_remote_reward() -> None:
     redness = quantize(IMAGES)[:, 0].double().mean(dim=(1, 2)).float()
     assert torch.allclose(output.scores, redness, atol=1e-6)
     assert torch.equal(output.metrics["redness"], output.scores)
+
+
+def test_a_recipe_switched_to_the_remote_judge_trains_with_the_same_rewards():
+    """``--cfg-options reward.type=RemoteReward reward.url=...`` on the image recipe: the same
+    per-step rewards as the in-process judge, same seed (the judge reads PNG-quantised images
+    either way: a judge decision that a 1/255 step would flip is the only possible difference,
+    and none occurs here)."""
+    from unigrpo_kit.recipe import load_recipe
+    from unigrpo_kit.runner import build_trainer
+
+    options = ["rollout.prompts_per_step=4", "rollout.group_size=2", "schedule.steps=3"]
+    options += ["threads=1"]  # the shipped tiny-base, whose pictures the judge scores above 0
+    recipe = REPO / "recipes" / "image_flowgrpo.py"
+    local = build_trainer(load_recipe(recipe, options))
+    local_rewards = [local.train_step().metrics["reward/mean"] for _ in range(3)]
+    process, url = _start_server(0)
+    try:
+        remote_cfg = load_recipe(
+            recipe, [*options, "reward.type=RemoteReward", f"reward.url={url}"]
+        )
+        assert remote_cfg.reward == {"type": "RemoteReward", "url": url}
+        remote = build_trainer(remote_cfg)
+        remote_metrics = [remote.train_step().metrics for _ in range(3)]
+    finally:
+        _stop(process)
+    assert [m["reward/mean"] for m in remote_metrics] == local_rewards
+    assert sum(local_rewards) > 0
+    assert all(m["reward/invalid_frac"] == 0.0 for m in remote_metrics)
