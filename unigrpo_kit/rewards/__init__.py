@@ -7,6 +7,7 @@ from .brightness import Brightness
 from .composite import Gated, WeightedSum
 from .jpeg import JpegCompressibility
 from .judge import QualityReward, ShapeWorldJudge
+from .models import Aesthetic, CLIPScore, PickScore, TextSimilarity, VLMJudge  # noqa: F401
 from .placebo import CoinFlip
 from .remote import RemoteReward  # noqa: F401  (registers it)
 from .text import ReasoningReward
