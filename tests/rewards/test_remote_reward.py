@@ -29,10 +29,10 @@ import typer
 from typer.testing import CliRunner
 
 from unigrpo_kit.registry import REWARDS
+from unigrpo_kit.reward_server import load_reward_config, make_server, serve_reward_command
 from unigrpo_kit.rewards.base import Reward, RewardOutput
 from unigrpo_kit.rewards.judge import ShapeWorldJudge
 from unigrpo_kit.rewards.remote import FAILED_METRIC, RemoteReward
-from unigrpo_kit.reward_server import load_reward_config, make_server, serve_reward_command
 from unigrpo_kit.rewards.text import ReasoningReward
 from unigrpo_kit.rewards.wire import decode_prompt, encode_prompt, quantize
 from unigrpo_kit.tasks.arithmetic import ArithmeticPrompt
