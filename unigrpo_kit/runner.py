@@ -90,7 +90,7 @@ NO_EFFECT_ON_RESUME = {
 }
 # Hyperparameters of the optimizer's param groups that the recipe sets: after the optimizer
 # state is restored, these are taken from the (possibly changed) recipe.
-RECIPE_GROUP_KEYS = ("lr", "betas", "weight_decay")
+RECIPE_GROUP_KEYS = ("lr", "base_lr", "betas", "weight_decay")
 
 
 class RunStorageError(RuntimeError):

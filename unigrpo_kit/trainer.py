@@ -104,7 +104,7 @@ class UniGRPOTrainer:
                 continue
             lr = opt.get(f"lr_{name}", 0.0)
             if lr > 0 and trains.get(name, False):
-                groups.append({"params": params, "lr": lr, "name": name})
+                groups.append({"params": params, "lr": lr, "base_lr": lr, "name": name})
             else:
                 for p in params:
                     p.requires_grad_(False)
@@ -217,6 +217,7 @@ class UniGRPOTrainer:
         """K inner epochs of minibatch updates; returns the logged parts and the self-check."""
         algo = self.cfg.algorithm
         self.policy.train()
+        self.warm_up()
         reference = self.reference_terms(batch)
         logs: dict[str, list[float]] = {}
         self_check = 0.0
@@ -237,6 +238,15 @@ class UniGRPOTrainer:
                 for key, value in parts.items():
                     logs.setdefault(key, []).append(value)
         return logs, self_check
+
+    def warm_up(self) -> None:
+        """``optimizer.warmup_steps`` W > 0: step t (from 1) trains at lr * min(1, t / W). Adam's
+        first update is a sign step of size lr on every parameter with a gradient; warming up
+        shrinks that first jump (docs/training.md, the first-update shock)."""
+        warmup = self.cfg.optimizer.get("warmup_steps", 0)
+        factor = min(1.0, (self.step + 1) / warmup) if warmup else 1.0
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
 
     def update(self, loss: torch.Tensor) -> float:
         """One optimizer step on ``loss``: backward, gradient clipping to

@@ -171,6 +171,7 @@ RULES: dict[str, Check] = {
     "optimizer.lr_image": number(0),
     "optimizer.betas": Check(_betas, "a pair of numbers in [0, 1), e.g. (0.9, 0.999)"),
     "optimizer.weight_decay": number(0),
+    "optimizer.warmup_steps": integer(0),
     "schedule.steps": integer(1),
     "schedule.save_every": optional(integer(0), "like 0: save at the last step only"),
     "schedule.sample_every": optional(integer(0), "like 0: no sample grids"),

@@ -21,4 +21,4 @@ algorithm = dict(
 )
 # The reasoning is where this world's eval prompts are won (docs/training.md: Results); the image
 # expert moves 30x slower so that its pictures stay clean (the quality metric).
-optimizer = dict(lr_text=3e-4, lr_image=1e-5, betas=(0.9, 0.999), weight_decay=0.0)
+optimizer = dict(lr_text=3e-4, lr_image=1e-5, betas=(0.9, 0.999), weight_decay=0.0, warmup_steps=0)

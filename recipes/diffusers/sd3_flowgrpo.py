@@ -54,7 +54,7 @@ algorithm = dict(
     self_check_tol=5e-2,  # bf16 forward passes agree with the rollout's to bf16 rounding
     skip_zero_advantage=True,
 )
-optimizer = dict(lr_image=3e-4, betas=(0.9, 0.999), weight_decay=1e-4)
+optimizer = dict(lr_image=3e-4, betas=(0.9, 0.999), weight_decay=1e-4, warmup_steps=0)
 rollout = dict(
     mode="image",
     reasoning=False,

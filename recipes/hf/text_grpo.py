@@ -38,7 +38,7 @@ algorithm = dict(
     self_check_tol=1e-3,
     skip_zero_advantage=True,
 )
-optimizer = dict(lr_text=1e-6, betas=(0.9, 0.999), weight_decay=0.0)
+optimizer = dict(lr_text=1e-6, betas=(0.9, 0.999), weight_decay=0.0, warmup_steps=0)
 rollout = dict(
     mode="text",
     reasoning=True,
