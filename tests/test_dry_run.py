@@ -14,7 +14,9 @@ from unigrpo_kit.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = sorted(
-    path for folder in ("", "hf", "diffusers") for path in (REPO / "recipes" / folder).glob("*.py")
+    path
+    for folder in ("", "hf", "diffusers", "composed")
+    for path in (REPO / "recipes" / folder).glob("*.py")
 )
 runner = CliRunner()
 
@@ -27,6 +29,7 @@ def test_every_runnable_recipe_is_covered():
         "hf/shapeworld_text.py",
         "diffusers/sd3_flowgrpo.py",
         "diffusers/flux_flowgrpo.py",
+        "composed/think_then_paint.py",
     } <= names
 
 

@@ -2,6 +2,7 @@
 causal LMs), attention backends, the tokenizer and checkpoints."""
 
 from .checkpoint import load_model, load_policy, save_model
+from .composed import ComposedUnified
 from .diffusers import DiffusersFlowPolicy, FluxPolicy, SD3Policy
 from .hf_causal_lm import HFCausalLM
 from .protocol import ImagePolicy, TextPolicy, TrainablePolicy, UnifiedPolicy
@@ -10,6 +11,7 @@ from .tiny_unified_policy import TinyUnifiedPolicy
 from .tokenizer import WordTokenizer
 
 __all__ = [
+    "ComposedUnified",
     "DiffusersFlowPolicy",
     "FluxPolicy",
     "SD3Policy",

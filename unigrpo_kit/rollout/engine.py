@@ -35,6 +35,7 @@ import torch
 
 from ..devices import randn
 from ..models.layout import TextSegment
+from ..models.protocol import UnifiedPolicy
 from ..samplers.flow import FlowStep
 from ..samplers.schedules import FullWindow, SDEWindow
 from ..samplers.text import TextSampler
@@ -107,6 +108,11 @@ class RolloutEngine:
             )
         if max_rounds > 1 and ends_episode is None:
             raise ValueError("rollout.max_rounds > 1 needs the task's ends_episode(reflection)")
+        if max_rounds > 1 and not isinstance(policy, UnifiedPolicy):
+            raise ValueError(
+                f"rollout.max_rounds={max_rounds} needs a policy that looks at its images (a "
+                f"UnifiedPolicy); {type(policy).__name__} paints one round: set max_rounds=1"
+            )
         self.policy = policy
         self.image_sampler = image_sampler
         self.window = window if window is not None else FullWindow()
