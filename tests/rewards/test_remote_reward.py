@@ -459,3 +459,22 @@ def test_a_recipe_switched_to_the_remote_judge_trains_with_the_same_rewards():
     assert [m["reward/mean"] for m in remote_metrics] == local_rewards
     assert sum(local_rewards) > 0
     assert all(m["reward/invalid_frac"] == 0.0 for m in remote_metrics)
+
+
+def test_a_run_whose_reward_server_is_down_goes_on_with_invalid_samples(make_trainer):
+    """No server on the port: every sample of the step is invalid and counted, nothing trains,
+    the run goes on; three such steps in a row stop it in one line."""
+    import socket
+
+    from unigrpo_kit.guard import InvalidRewardError
+
+    with socket.socket() as probe:  # a free port nobody listens on
+        probe.bind((HOST, 0))
+        port = probe.getsockname()[1]
+    trainer = make_trainer("image_flowgrpo", **{"schedule.steps": 10})
+    trainer.reward = RemoteReward(f"http://{HOST}:{port}", retries=0, timeout=2.0)
+    metrics = trainer.train_step().metrics
+    assert metrics["reward/invalid_frac"] == 1.0 and metrics["episodes/trained"] == 0
+    trainer.train_step()
+    with pytest.raises(InvalidRewardError, match="3 steps in a row without one valid reward"):
+        trainer.train_step()
