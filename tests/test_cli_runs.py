@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_helpers import TINY_EVAL, TINY_RUN, assert_user_error, options
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -18,43 +19,13 @@ REPO = Path(__file__).resolve().parent.parent
 MULTIROUND = str(REPO / "recipes" / "unified_multiround.py")
 runner = CliRunner()
 
-TINY = [
-    "rollout.prompts_per_step=2",
-    "rollout.group_size=2",
-    "rollout.num_steps=4",
-    "rollout.window.window_size=2",
-    "rollout.window.window_range=(0,4)",
-    "rollout.text_sampler.max_new_tokens=6",
-    "rollout.reflection_sampler.max_new_tokens=4",
-    "algorithm.minibatch_size=4",
-    "schedule.steps=2",
-    "threads=1",
-    "evaluation.num_prompts=7",
-    "evaluation.steps=4",
-]
-
-
-def options(*pairs: str) -> list[str]:
-    """``--cfg-options k=v`` once per pair."""
-    return [word for pair in pairs for word in ("--cfg-options", pair)]
+TINY = [*TINY_RUN, "schedule.steps=2", *TINY_EVAL]
 
 
 @pytest.fixture(autouse=True)
 def in_tmp(tmp_path, monkeypatch):
     """Run every command from a scratch folder so default work_dirs/ land there."""
     monkeypatch.chdir(tmp_path)
-
-
-def assert_user_error(result, *needles: str) -> str:
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error:"), lines[0]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

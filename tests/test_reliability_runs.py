@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import TINY_RUN
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -33,18 +34,7 @@ from unigrpo_kit.models.checkpoint import (
 
 REPO = Path(__file__).resolve().parent.parent
 MULTIROUND = str(REPO / "recipes" / "unified_multiround.py")
-CLI_TINY = [
-    "rollout.prompts_per_step=2",
-    "rollout.group_size=2",
-    "rollout.num_steps=4",
-    "rollout.window.window_size=2",
-    "rollout.window.window_range=(0,4)",
-    "rollout.text_sampler.max_new_tokens=6",
-    "rollout.reflection_sampler.max_new_tokens=4",
-    "algorithm.minibatch_size=4",
-    "threads=1",
-    "schedule.sample_every=0",
-]
+CLI_TINY = [*TINY_RUN, "schedule.sample_every=0"]
 
 
 # ----------------------------------------------------------------------------- helpers
