@@ -34,7 +34,9 @@ RECIPE = dict(
         self_check_tol=1e-3,
         skip_zero_advantage=True,
     ),
-    optimizer=dict(lr_text=3e-4, lr_image=1e-5, betas=(0.9, 0.999), weight_decay=0.0),
+    optimizer=dict(
+        lr_text=3e-4, lr_image=1e-5, betas=(0.9, 0.999), weight_decay=0.0, warmup_steps=0
+    ),
     rollout=dict(
         mode="unified",
         reasoning=True,
