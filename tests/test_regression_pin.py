@@ -1,10 +1,12 @@
-"""The default multi-round recipe, step for step, as it ran before the policy protocol.
+"""The default multi-round recipe, step for step, as recorded.
 
 ``tests/data/regression_unified_multiround.json`` holds the first three steps' metrics of
-``recipes/unified_multiround.py`` on the shipped ``tiny-base`` (one thread), recorded at commit
-b95fcff, before TinyUnified moved behind :mod:`unigrpo_kit.models.protocol`. A refactor that
-changes what the trainer computes (an extra random draw, another order of operations, a term
-left out) moves these numbers.
+``recipes/unified_multiround.py`` on the shipped ``tiny-base`` (one thread). First recorded at
+commit b95fcff, before TinyUnified moved behind :mod:`unigrpo_kit.models.protocol` (every
+refactor since reproduced it); re-recorded once, on purpose, when the judge's kind rule became
+template matching and the recipes took a 10-step learning-rate warm-up (``recorded_with`` says
+where). A refactor that changes what the trainer computes (an extra random draw, another order
+of operations, a term left out) moves these numbers.
 """
 
 from __future__ import annotations

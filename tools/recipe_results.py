@@ -1,32 +1,41 @@
-"""The results table of docs/training.md: every recipe trained with its defaults, scored
-against the base model, and the same wall time of further pretraining as a control.
+"""The results table of docs/training.md: every built-in recipe under the 6-run protocol.
 
-    python tools/recipe_results.py --out work_dirs/results --json docs/assets/recipe_results.json
+    python tools/recipe_results.py [--recipes unified_multiround ...] [--jobs 1] [--write-docs]
 
-For each recipe: ``unigrpo-kit train recipes/<name>.py`` (wall time measured around the
-command), then ``unigrpo-kit eval`` of the base model and of the final checkpoint with the
-recipe's own eval protocol. The control continues pretraining ``tiny-base`` on its own data
-(``tools/pretrain.py --init tiny-base``) at the rate where its schedule ended, for as many
-minutes as the multi-round recipe's training took, and is scored with that recipe's protocol.
-Each finished piece is kept in ``<out>/<name>/result.json``; rerunning skips it (a killed
-training run resumes from its checkpoint, and its wall time then counts from the resume).
+The protocol (issue "Learning that holds"): each recipe trained with its defaults for seeds
+0, 1, 2 at 1 and 2 torch threads (float rounding differs between thread counts, so a run at
+another thread count, or on another machine, takes another path: six runs sample that spread);
+each final checkpoint scored on **300 eval prompts with eval seed 1** (not a training seed);
+the base model ``tiny-base`` scored on the same prompts. Reported per recipe: the base, the mean
+and sample std over the six runs, the mean gain and the smallest, and seconds per step.
+
+Each recipe's six runs are one resumable ``unigrpo-kit ablate`` sweep
+(``work_dirs/ablate_protocol_<recipe>``); rerunning the tool skips finished runs and resumes a
+killed one from its checkpoint, and the base scores are kept in ``<out>/<recipe>/base.json``.
+``--write-docs`` puts the table into docs/training.md between its ``protocol`` markers and the
+numbers into docs/assets/protocol_results.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-RECIPES = ("text_grpo", "image_flowgrpo", "unified_single_round", "unified_multiround")
-CONTROL_RECIPE = "unified_multiround"
+RECIPES = ("unified_multiround", "unified_single_round", "text_grpo", "image_flowgrpo")
+SEEDS = (0, 1, 2)
+THREADS = (1, 2)
+EVAL = ("evaluation.num_prompts=300", "evaluation.seed=1")
+DOC = Path("docs/training.md")
+BEGIN, END = "<!-- protocol:begin -->", "<!-- protocol:end -->"
 
 
 def run(command: list[str]) -> str:
-    """Run a command; its stdout (the last line is JSON for ``eval --json``)."""
+    """Run a command; its stdout. Exits with its stderr's tail if it fails."""
     print("$", " ".join(command), flush=True)
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -34,111 +43,116 @@ def run(command: list[str]) -> str:
     return done.stdout
 
 
-def evaluate(recipe: str, checkpoint: str) -> dict:
-    out = run(["unigrpo-kit", "eval", f"recipes/{recipe}.py", "--checkpoint", checkpoint, "--json"])
-    return json.loads(out.strip().splitlines()[-1])
+def sweep_folder(recipe: str) -> Path:
+    return Path("work_dirs") / f"ablate_protocol_{recipe}"
 
 
-def reward_curve(work_dir: Path) -> dict:
-    rows = [json.loads(line) for line in (work_dir / "metrics.jsonl").open()]
-    rewards = [row["reward/mean"] for row in rows]
-    first, last = rewards[:10], rewards[-10:]
-    return {
-        "steps": len(rows),
-        "reward_first10": round(sum(first) / len(first), 3),
-        "reward_last10": round(sum(last) / len(last), 3),
-        "step_s_total": round(sum(row["time/step_s"] for row in rows), 1),
-    }
-
-
-def train_recipe(recipe: str, out: Path) -> dict:
-    target = out / recipe / "result.json"
-    if target.exists():
-        return json.loads(target.read_text())
-    work_dir = out / recipe / "run"
-    start = time.perf_counter()
-    run(["unigrpo-kit", "train", f"recipes/{recipe}.py", "--work-dir", str(work_dir), "--resume",
-         "--quiet"])  # fmt: skip
-    wall = time.perf_counter() - start
-    result = {
-        "recipe": recipe,
-        "wall_minutes": round(wall / 60, 2),
-        "command": f"unigrpo-kit train recipes/{recipe}.py",
-        **reward_curve(work_dir),
-        "base": evaluate(recipe, "tiny-base"),
-        "trained": evaluate(recipe, str(work_dir)),
-    }
-    target.write_text(json.dumps(result, indent=1))
-    return result
-
-
-def further_pretraining(minutes: float, out: Path) -> dict:
-    target = out / "further_pretraining" / "result.json"
-    if target.exists():
-        return json.loads(target.read_text())
-    folder = out / "further_pretraining" / "run"
-    command = [sys.executable, "tools/pretrain.py", "--init", "tiny-base", "--constant-lr",
-               "--lr", "1e-4", "--warmup", "0", "--minutes", f"{minutes:.2f}", "--steps",
-               "1000000", "--eval-every", "0", "--out", str(folder)]  # fmt: skip
-    start = time.perf_counter()
+def train_runs(recipe: str, jobs: int) -> list[dict]:
+    """The six runs' ``result.json`` (running or resuming the sweep first)."""
+    command = ["unigrpo-kit", "ablate", f"recipes/{recipe}.py", "--grid",
+               "threads=" + ",".join(map(str, THREADS)), "--seeds", ",".join(map(str, SEEDS)),
+               "--jobs", str(jobs), "--name", f"protocol_{recipe}", "--quiet"]  # fmt: skip
+    for option in EVAL:
+        command += ["--cfg-options", option]
     run(command)
-    wall = time.perf_counter() - start
-    steps = json.loads((folder / "ema" / "config.json").read_text()).get("step")
-    result = {
-        "recipe": f"further pretraining ({CONTROL_RECIPE} protocol)",
-        "wall_minutes": round(wall / 60, 2),
-        "pretrain_steps": steps,
-        "command": " ".join(command[1:]),
-        "trained": evaluate(CONTROL_RECIPE, str(folder / "ema")),
+    runs = []
+    for threads in THREADS:
+        for seed in SEEDS:
+            path = sweep_folder(recipe) / f"threads={threads}" / f"seed{seed}" / "result.json"
+            result = json.loads(path.read_text())
+            runs.append({"threads": threads, "seed": seed, **result})
+    return runs
+
+
+def base_scores(recipe: str, out: Path) -> dict:
+    target = out / recipe / "base.json"
+    if target.exists():
+        return json.loads(target.read_text())
+    command = ["unigrpo-kit", "eval", f"recipes/{recipe}.py", "--checkpoint", "tiny-base",
+               "--num-prompts", "300", "--seed", "1", "--json"]  # fmt: skip
+    scores = json.loads(run(command).strip().splitlines()[-1])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(scores, indent=1))
+    return scores
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)
+    return mean, math.sqrt(var)
+
+
+def summarize(recipe: str, base: dict, runs: list[dict]) -> dict:
+    key = "judge/strict" if "judge/strict" in base else "reasoning/strict"
+    rows = {}
+    for metric in (key, key.replace("strict", "partial"), "quality"):
+        if metric not in base:
+            continue
+        values = [r["eval"][metric] for r in runs]
+        mean, std = mean_std(values)
+        gains = [v - base[metric] for v in values]
+        rows[metric] = {"base": base[metric], "mean": round(mean, 4), "std": round(std, 4),
+                        "gain": round(mean - base[metric], 4), "min_gain": round(min(gains), 4),
+                        "runs": values}  # fmt: skip
+    two = [r for r in runs if r["threads"] == 2]
+    minutes = [(r["wall_s"] - r.get("eval_s", 0)) / 60 for r in two]
+    return {
+        "recipe": recipe,
+        "metrics": rows,
+        "runs": len(runs),
+        "step_s_threads2": round(sum(r["step_s"] for r in two) / len(two), 2),
+        "train_minutes_threads2": round(sum(minutes) / len(minutes), 1),
     }
-    target.write_text(json.dumps(result, indent=1))
-    return result
 
 
-def table(results: list[dict]) -> str:
+def table(summaries: list[dict]) -> str:
     lines = [
-        "| run | strict | partial | quality | train reward (first 10 -> last 10 steps) | "
-        "wall min |",
-        "|---|---|---|---|---|---|",
+        "| recipe | metric | base | trained, mean +- std of 6 | gain | smallest gain |",
+        "|---|---|---:|---:|---:|---:|",
     ]
-    for r in results:
-        t = r["trained"]
-        if "base" in r:
-            b = r["base"]
+    for s in summaries:
+        for metric, m in s["metrics"].items():
             lines.append(
-                f"| `{r['recipe']}` base | {b['judge/strict']:.3f} | {b['judge/partial']:.3f} | "
-                f"{b['quality']:.3f} | | |"
+                f"| `{s['recipe']}` | {metric} | {m['base']:.4f} | {m['mean']:.4f} +- "
+                f"{m['std']:.4f} | {m['gain']:+.4f} | {m['min_gain']:+.4f} |"
             )
-        reward = (
-            f"{r['reward_first10']:.3f} -> {r['reward_last10']:.3f}"
-            if "reward_first10" in r
-            else f"{r.get('pretrain_steps')} pretraining steps"
-        )
+    lines.append("")
+    lines.append("| recipe | s/step (2 threads) | training minutes (2 threads) |")
+    lines.append("|---|---:|---:|")
+    for s in summaries:
         lines.append(
-            f"| `{r['recipe']}` trained | {t['judge/strict']:.3f} | {t['judge/partial']:.3f} | "
-            f"{t['quality']:.3f} | {reward} | {r['wall_minutes']:.1f} |"
+            f"| `{s['recipe']}` | {s['step_s_threads2']:.2f} | {s['train_minutes_threads2']:.1f} |"
         )
     return "\n".join(lines)
 
 
+def write_docs(summaries: list[dict]) -> None:
+    text = DOC.read_text()
+    if BEGIN not in text or END not in text:
+        sys.exit(f"error: {DOC} has no {BEGIN} ... {END} markers to put the table between")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    machine = f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    note = f"(Written by `python tools/recipe_results.py --write-docs` on {machine}.)"
+    body = f"\n{table(summaries)}\n\n{note}\n"
+    DOC.write_text(head + BEGIN + body + END + tail)
+    Path("docs/assets/protocol_results.json").write_text(json.dumps(summaries, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("work_dirs/results"))
-    parser.add_argument("--json", type=Path, default=None, help="also write all results here")
+    parser.add_argument("--out", type=Path, default=Path("work_dirs/protocol"))
     parser.add_argument("--recipes", nargs="*", default=list(RECIPES))
-    parser.add_argument("--no-control", action="store_true", help="skip further pretraining")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (ablate --jobs)")
+    parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
-    results = []
+    summaries = []
     for recipe in args.recipes:
-        (args.out / recipe).mkdir(parents=True, exist_ok=True)
-        results.append(train_recipe(recipe, args.out))
-    if not args.no_control:
-        minutes = json.loads((args.out / CONTROL_RECIPE / "result.json").read_text())
-        (args.out / "further_pretraining").mkdir(parents=True, exist_ok=True)
-        results.append(further_pretraining(minutes["wall_minutes"], args.out))
-    if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=1))
-    print(table(results))
+        base = base_scores(recipe, args.out)
+        summaries.append(summarize(recipe, base, train_runs(recipe, args.jobs)))
+        print(table(summaries), flush=True)
+    if args.write_docs:
+        write_docs(summaries)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -110,3 +111,70 @@ def test_bad_image_shape_raises() -> None:
         parse_image(torch.zeros(1, 3, 32, 32))
     with pytest.raises(ValueError, match="N specs"):
         score_batch(torch.zeros(2, 3, 32, 32), SPECS[:1])
+
+
+# --- Shapes drawn by another hand: PIL, slightly off-size, anti-aliased, closer together ---
+
+
+def _pil_image(shapes, resolution: int = 32, supersample: int = 8) -> torch.Tensor:
+    """``shapes``: (colour, kind, cx, cy, size) in 32-px pixels, drawn by PIL on a canvas
+    ``supersample`` times larger and box-filtered down (anti-aliased); 1 draws hard edges."""
+    from PIL import Image, ImageDraw
+
+    from unigrpo_kit.tasks.shapeworld.scene import PALETTE
+
+    scale = resolution / 32 * supersample
+    to_rgb = lambda c: tuple(round(v * 255) for v in c)  # noqa: E731
+    canvas = Image.new("RGB", (resolution * supersample,) * 2, to_rgb(BACKGROUND))
+    draw = ImageDraw.Draw(canvas)
+    for colour, kind, cx, cy, size in shapes:
+        x0, y0 = (cx - size / 2) * scale, (cy - size / 2) * scale
+        x1, y1 = (cx + size / 2) * scale - 1, (cy + size / 2) * scale - 1
+        fill = to_rgb(PALETTE[colour])
+        if kind == "circle":
+            draw.ellipse([x0, y0, x1, y1], fill=fill)
+        elif kind == "square":
+            draw.rectangle([x0, y0, x1, y1], fill=fill)
+        else:
+            draw.polygon([((x0 + x1) / 2, y0), (x0, y1), (x1, y1)], fill=fill)
+    image = canvas.resize((resolution, resolution), Image.Resampling.BOX)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize("supersample", [1, 8])
+@pytest.mark.parametrize("size", [9.0, 10.0, 11.0, 12.0, 13.0])
+@pytest.mark.parametrize("kind", ["circle", "square", "triangle"])
+def test_off_size_and_anti_aliased_shapes_keep_their_kind(kind, size, supersample) -> None:
+    for dx, dy in [(0.0, 0.0), (0.3, -0.2), (-0.4, 0.45)]:
+        image = _pil_image([("orange", kind, 24 + dx, 8 + dy, size)], supersample=supersample)
+        (found,) = parse_image(image)
+        assert (found.color, found.kind, found.slot) == ("orange", kind, 1), (dx, dy)
+
+
+def test_a_larger_hard_edged_circle_is_a_circle() -> None:
+    """The renderer's own circle drawn 7% larger covers 109 of its 121-px box: the fill ratio
+    rule of 0.9 read it as a square; its template, grown 0.77 px, matches it exactly."""
+    from unigrpo_kit.tasks.shapeworld import renderer
+
+    centres = torch.arange(32, dtype=torch.float64) + 0.5
+    inside = (centres[None, :] - 7.5) ** 2 + (centres[:, None] - 7.5) ** 2 <= (11.77 / 2) ** 2
+    assert int(inside.sum()) == 109 and renderer.OBJECT_SIZE == 11.0
+    image = torch.tensor(BACKGROUND).view(3, 1, 1).repeat(1, 32, 32)
+    image[:, inside] = torch.tensor([0.2, 0.4, 0.85]).view(3, 1)  # blue
+    (found,) = parse_image(image)
+    assert (found.color, found.kind) == ("blue", "circle")
+
+
+@pytest.mark.parametrize("kind", ["circle", "square", "triangle"])
+def test_close_same_colour_neighbours_stay_two(kind: str) -> None:
+    """Two shapes each moved 2 px toward the other, 1 px of background between them (they
+    span 23 px, more than one object's box): two objects, not one."""
+    pair = [("red", kind, 7.5 + 2, 7.5, 11.0), ("red", kind, 23.5 - 2, 7.5, 11.0)]
+    for supersample in (1, 8):
+        found = parse_image(_pil_image(pair, supersample=supersample))
+        assert sorted((d.kind, d.slot) for d in found) == [(kind, 0), (kind, 1)]
+        spec_two = Spec((Req("red", kind, 2),))
+        assert score(_pil_image(pair, supersample=supersample), spec_two)[0] == 1.0
+        # ... so asking for one such shape is still a failure: the extra object counts
+        spec_one = Spec((Req("red", kind, 1),))
+        assert score(_pil_image(pair, supersample=supersample), spec_one)[0] == 0.0

@@ -35,7 +35,7 @@ RECIPE = dict(
         skip_zero_advantage=True,
     ),
     optimizer=dict(
-        lr_text=3e-4, lr_image=1e-5, betas=(0.9, 0.999), weight_decay=0.0, warmup_steps=0
+        lr_text=3e-4, lr_image=1e-5, betas=(0.9, 0.999), weight_decay=0.0, warmup_steps=10
     ),
     rollout=dict(
         mode="unified",

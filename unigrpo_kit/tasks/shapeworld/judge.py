@@ -2,17 +2,22 @@
 
 Pipeline per image ``[3, H, W]``: (1) snap each pixel to its nearest palette colour or the
 background, ignoring off-palette pixels (``pixels.py``); (2) label 8-connected components of
-each colour; (3) drop specks; (4) merge fragments of one colour that lie within
-``MERGE_DISTANCE`` of each other or whose centroids share a slot, since a ragged sample can
-split one shape and the world never puts two objects in one slot; (5) drop objects smaller
-than ``MIN_OBJECT_AREA``; (6) classify the kind by the fill ratio of the bounding box after
-filling row and column gaps: square ~1.0, circle ~0.79, triangle ~0.5. Pixel thresholds are
-given at 32x32 and scale with the resolution.
+each colour; (3) drop specks; (4) merge fragments of one colour whose centroids share a
+slot (the world never puts two objects in one slot), or that lie within ``MERGE_DISTANCE`` of
+each other and together still fit in one object's box (``MAX_OBJECT_EXTENT``), since a ragged
+sample can split one shape but two clearly drawn neighbours are two objects; (5) drop objects
+smaller than ``MIN_OBJECT_AREA``; (6) classify the kind by template matching: the shape's
+pixels (row and column gaps filled) against a square, a circle and an upward triangle each
+fitted to its bounding box; the kind whose template overlaps best (intersection over union)
+wins. Pixel thresholds are given at 32x32 and scale with the resolution; docs/world.md lists
+them with the cases each one decides.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import product
 
 import numpy as np
 import torch
@@ -24,17 +29,23 @@ from unigrpo_kit.tasks.shapeworld.spec import Located, Spec, check
 # Components under this many pixels are noise specks, dropped before merging (at 32x32).
 SPECK_AREA = 3
 # Same-colour fragments whose closest pixels are at most this far apart (Chebyshev, pixels at
-# 32x32) are one object: it bridges a 1-px line of background, while two objects in adjacent
-# slots always stand at least 3 px apart.
+# 32x32) may be one object: it bridges a 1-px line of background through a shape...
 MERGE_DISTANCE = 2
+# ... provided the union still fits in this box (pixels at 32x32 per axis: one slot, 16 px,
+# against the 11-px shapes). Two neighbours drawn with a 1-px gap span 23 px and stay two.
+MAX_OBJECT_EXTENT = 16
 # Merged objects under this many pixels are dropped: half the smallest exact shape (a triangle,
 # 61 px at 32x32). A person does not count a stray patch-sized blot (a 4x4 block is 16 px) as
 # one more shape, and with the "nothing extra" rule such blots would otherwise fail a picture.
 MIN_OBJECT_AREA = 30
-# Fill ratio thresholds, halfway between the exact shapes' ratios (32 and 64 px): square
-# 1.0, circle 0.80 / 0.79, triangle 0.50 / 0.52.
-SQUARE_MIN_FILL = 0.9
-TRIANGLE_MAX_FILL = 0.65
+# The kinds, in the order that breaks an exact tie of template overlaps.
+KINDS = ("square", "circle", "triangle")
+# Template sizes tried, in pixels beyond the shape's bounding box (see kind_scores): a circle
+# 11.77 px across covers 109 of its 121-px box and matches the circle grown by ~0.8 px
+# exactly, where the 11-px circle template (97 px) and the square (121) both fall short.
+TEMPLATE_GROWTH = (-0.5, 0.0, 0.5, 0.99)
+# Pixel lines that a template's box may leave out on each side of the shape's bounding box.
+MAX_TRIM = 1
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
 
 
@@ -84,20 +95,70 @@ def _fill_gaps(mask: np.ndarray, axis: int) -> np.ndarray:
     return after_first & before_last
 
 
-def _fill_ratio(ys: np.ndarray, xs: np.ndarray) -> float:
-    """Pixels of the shape, with row and then column gaps filled, over its bounding box."""
+def shape_mask(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """The shape's pixels in its bounding box, row and then column gaps filled: ``[h, w]``."""
     top, left = ys.min(), xs.min()
     mask = np.zeros((ys.max() - top + 1, xs.max() - left + 1), dtype=bool)
     mask[ys - top, xs - left] = True
-    return float(_fill_gaps(_fill_gaps(mask, axis=1), axis=0).mean())
+    return _fill_gaps(_fill_gaps(mask, axis=1), axis=0)
+
+
+def kind_templates(height: int, width: int, grow: float = 0.0) -> dict[str, np.ndarray]:
+    """Boolean ``[height, width]`` masks of each kind drawn ``grow`` pixels wider and taller
+    than the box, centred on it, by pixel centres as the renderer draws: the square; the
+    ellipse; the triangle with its apex at the top middle and its base at the bottom."""
+    y = ((np.arange(height) + 0.5)[:, None] - height / 2) / (height + grow) + 0.5
+    x = ((np.arange(width) + 0.5)[None, :] - width / 2) / (width + grow) + 0.5
+    inside = (np.abs(x - 0.5) <= 0.5) & (np.abs(y - 0.5) <= 0.5)
+    return {
+        "square": inside,
+        "circle": (x - 0.5) ** 2 + (y - 0.5) ** 2 <= 0.25,
+        "triangle": inside & (np.abs(x - 0.5) <= y / 2),
+    }
+
+
+@lru_cache(maxsize=512)
+def _fitted_templates(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every template tried on a ``[height, width]`` box, flattened: ``(kind index [T],
+    templates [T, height * width] float32)``; see :func:`kind_scores`."""
+    kinds, templates = [], []
+    for top, bottom, left, right in product(range(MAX_TRIM + 1), repeat=4):
+        h, w = height - top - bottom, width - left - right
+        if h < 1 or w < 1:
+            continue
+        for grow in TEMPLATE_GROWTH:
+            for kind, template in kind_templates(h, w, grow).items():
+                placed = np.zeros((height, width), dtype=np.float32)
+                placed[top : top + h, left : left + w] = template
+                kinds.append(KINDS.index(kind))
+                templates.append(placed.ravel())
+    return np.array(kinds), np.stack(templates)
+
+
+def kind_scores(ys: np.ndarray, xs: np.ndarray) -> dict[str, float]:
+    """Best intersection over union of the shape (:func:`shape_mask`) with each kind's
+    template, over the template boxes and sizes the shape's box allows:
+
+        IoU(k) = max_{b, g} |M & T_k(b, g)| / |M | T_k(b, g)|
+
+    The box b is the shape's bounding box with up to ``MAX_TRIM`` pixel lines taken off each
+    side (a ragged 1-px stub does not stretch the template); the size g is in
+    ``TEMPLATE_GROWTH``: a shape whose pixel centres span n pixels was drawn between n - 1 and
+    n + 1 pixels wide. An exact render scores 1.0 for its own kind; a slightly larger or
+    smaller, anti-aliased or ragged shape takes the kind it resembles most.
+    """
+    mask = shape_mask(ys, xs)
+    kinds, templates = _fitted_templates(*mask.shape)
+    flat = mask.ravel().astype(np.float32)
+    overlap = templates @ flat
+    iou = overlap / (templates.sum(axis=1) + flat.sum() - overlap)
+    return {kind: float(iou[kinds == index].max()) for index, kind in enumerate(KINDS)}
 
 
 def classify_kind(ys: np.ndarray, xs: np.ndarray) -> str:
-    """Kind of a shape from its pixel coordinates, by the (gap-filled) bounding-box fill."""
-    fill = _fill_ratio(ys, xs)
-    if fill >= SQUARE_MIN_FILL:
-        return "square"
-    return "triangle" if fill <= TRIANGLE_MAX_FILL else "circle"
+    """Kind of a shape from its pixel coordinates: the best-overlapping template."""
+    scores = kind_scores(ys, xs)
+    return max(KINDS, key=lambda kind: scores[kind])  # max keeps the first of a tie
 
 
 def _slot_of(cx: float, cy: float, height: int, width: int) -> int:
@@ -105,9 +166,15 @@ def _slot_of(cx: float, cy: float, height: int, width: int) -> int:
 
 
 def _merge_fragments(
-    fragments: list[tuple[int, np.ndarray, np.ndarray]], height: int, width: int, reach: float
+    fragments: list[tuple[int, np.ndarray, np.ndarray]],
+    height: int,
+    width: int,
+    reach: float,
+    extent: float,
 ) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """Union same-colour fragments ``(class, ys, xs)`` that are close or share a slot."""
+    """Union same-colour fragments ``(class, ys, xs)`` that share a slot, or that are within
+    ``reach`` of each other and whose two bounding boxes together span at most ``extent``
+    pixels per axis."""
     parent = list(range(len(fragments)))
 
     def root(i: int) -> int:
@@ -124,7 +191,11 @@ def _merge_fragments(
             gap = np.maximum(
                 np.abs(ys_i[:, None] - ys_j[None, :]), np.abs(xs_i[:, None] - xs_j[None, :])
             ).min()
-            if slots[i] == slots[j] or gap <= reach:
+            span = max(
+                max(ys_i.max(), ys_j.max()) - min(ys_i.min(), ys_j.min()) + 1,
+                max(xs_i.max(), xs_j.max()) - min(xs_i.min(), xs_j.min()) + 1,
+            )
+            if slots[i] == slots[j] or (gap <= reach and span <= extent):
                 parent[root(j)] = root(i)
     groups: dict[int, list[int]] = {}
     for i in range(len(fragments)):
@@ -155,7 +226,9 @@ def parse_images(images: torch.Tensor) -> list[list[Detected]]:
             if ys.size >= SPECK_AREA * scale**2:
                 fragments.append((int(classes[index, ys[0], xs[0]]), ys, xs))
         detections = []
-        merged = _merge_fragments(fragments, height, width, MERGE_DISTANCE * scale)
+        merged = _merge_fragments(
+            fragments, height, width, MERGE_DISTANCE * scale, MAX_OBJECT_EXTENT * scale
+        )
         for color_index, ys, xs in merged:
             if ys.size < MIN_OBJECT_AREA * scale**2:
                 continue
