@@ -179,6 +179,7 @@ def make_trainer(
             f"rollout.num_steps={STEPS}",
             f"rollout.guidance_scale={scale}",
             f"optimizer.lr_image={lr}",
+            "optimizer.warmup_steps=0",  # the tests measure a few steps at the full rate
             f"algorithm.minibatch_size={2 * group}",
             "algorithm.inner_epochs=1",
             "rollout.window.window_range=(0,4)",
