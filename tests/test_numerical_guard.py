@@ -26,7 +26,7 @@ def poison_terms(monkeypatch, trainer, calls: set[int], part: str = "loss/image"
         out = original(self, current, reference, advantages)
         count["n"] += 1
         if count["n"] in calls:
-            out.policy = out.policy * float("nan")
+            out.parts[part] = out.parts[part] * float("nan")
             out.metrics[part] = float("nan")
         return out
 

@@ -4,9 +4,10 @@
 ``recipes/unified_multiround.py`` on the shipped ``tiny-base`` (one thread). First recorded at
 commit b95fcff, before TinyUnified moved behind :mod:`unigrpo_kit.models.protocol` (every
 refactor since reproduced it); re-recorded once, on purpose, when the judge's kind rule became
-template matching and the recipes took a 10-step learning-rate warm-up (``recorded_with`` says
-where). A refactor that changes what the trainer computes (an extra random draw, another order
-of operations, a term left out) moves these numbers.
+template matching, the recipes took a 10-step learning-rate warm-up and every draw moved to
+per-episode streams of (seed, step) for data parallelism (``recorded_with`` says where). A
+refactor that changes what the trainer computes (an extra random draw, another order of
+operations, a term left out) moves these numbers.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -114,7 +115,12 @@ def list_components(
 
 # --------------------------------------------------------------------------- runs
 def _fail(message: str, code: int = 2) -> None:
-    """Print one line on stderr and exit: the way every user error leaves the CLI."""
+    """Print one line on stderr and exit: the way every user error leaves the CLI (naming the
+    rank in a torchrun launch)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        message = f"rank {os.environ.get('RANK', '?')}: {message}"
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=code)
 
@@ -201,6 +207,14 @@ def train(
     ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     dry_run: DryRun = False,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes on this machine (torchrun, data parallel: one per GPU, or CPU "
+            "processes with gloo). Default: one process, or torchrun's own launch.",
+        ),
+    ] = None,
 ) -> None:
     """Train a recipe: metrics, samples and checkpoints go to the work dir.
 
@@ -229,6 +243,18 @@ def train(
         )
         return
     directory = _work_dir(cfg, work_dir)
+    if nproc is not None and nproc > 1:
+        from unigrpo_kit.launch import launch
+
+        argv = [str(recipe), "--work-dir", str(directory)]
+        argv += ["--resume"] if resume else []
+        argv += ["--quiet"] if quiet else []
+        for option in overrides:
+            argv += ["--cfg-options", option]
+        code, message = launch(nproc, argv, directory)
+        if code:
+            _fail(message, code=code)
+        return  # rank 0 said "done"
     try:
         runner.train(cfg, directory, resume=resume, quiet=quiet)
     except runner.RunInterrupted as stop:
@@ -242,7 +268,8 @@ def train(
         _fail(str(error), code=1)
     except _user_errors() as error:
         _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
-    typer.echo(f"done: {directory}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"done: {directory}")
 
 
 def _brief(scores: dict) -> str:

@@ -70,6 +70,9 @@ def randn(
     the same on every device; with none it is drawn on ``device`` by torch's global generator
     there, as ``torch.randn(shape, device=device)`` does.
     """
+    if hasattr(generator, "randn"):  # RowStreams: each row from its own stream
+        noise = generator.randn(tuple(shape), dtype=dtype)
+        return noise if device is None else noise.to(device)
     where = generator.device if generator is not None else device
     noise = torch.randn(shape, generator=generator, device=where, dtype=dtype)
     return noise if device is None else noise.to(device)
@@ -79,6 +82,8 @@ def multinomial(
     probs: torch.Tensor, num_samples: int, *, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """``torch.multinomial`` drawn on the generator's device, returned on ``probs``' device."""
+    if hasattr(generator, "multinomial"):  # RowStreams: each row from its own stream
+        return generator.multinomial(probs.cpu(), num_samples).to(probs.device)
     where = generator.device if generator is not None else probs.device
     drawn = torch.multinomial(probs.to(where), num_samples, generator=generator)
     return drawn.to(probs.device)

@@ -20,21 +20,40 @@ from .rollout.recompute import Recomputed
 
 @dataclass
 class ObjectiveTerms:
-    """policy: J_text + lambda J_flow [scalar]; regularizers: each w_r * reg_r [scalar] by class
-    name; metrics: the logged parts (floats); deviation: by kind, the largest
-    |log pi_new - log pi_old| over the trained tokens / steps (the on-policy self-check)."""
+    """parts: each weighted term [scalar] by its logged name (``loss/text``, ``loss/image``
+    already times lambda, ``reg/<Class>`` times its weight); denominators: the count each term
+    is a mean over (episodes, or valid tokens for ``token-mean``: what a data-parallel run
+    weighs the ranks' terms by); metrics: the logged parts (floats); deviation: by kind, the
+    largest |log pi_new - log pi_old| over the trained tokens / steps (the on-policy
+    self-check)."""
 
-    policy: torch.Tensor
-    regularizers: dict[str, torch.Tensor] = field(default_factory=dict)
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+    denominators: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     deviation: dict[str, float] = field(default_factory=dict)
 
     @property
+    def policy(self) -> torch.Tensor:
+        """J_text + lambda J_flow."""
+        losses = [v for k, v in self.parts.items() if k.startswith("loss/")]
+        return sum(losses[1:], losses[0]) if losses else torch.zeros(())
+
+    @property
+    def regularizers(self) -> dict[str, torch.Tensor]:
+        """Each w_r * reg_r by class name."""
+        return {k[4:]: v for k, v in self.parts.items() if k.startswith("reg/")}
+
+    @property
     def total(self) -> torch.Tensor:
-        total = self.policy
-        for value in self.regularizers.values():
-            total = total + value
-        return total
+        return self.scaled_total({})
+
+    def scaled_total(self, scales: dict[str, float]) -> torch.Tensor:
+        """sum_k scales[k] * part_k (a missing scale is 1): a rank's share of the loss."""
+        total = None
+        for name, value in self.parts.items():
+            value = value * scales.get(name, 1.0)
+            total = value if total is None else total + value
+        return total if total is not None else torch.zeros(())
 
 
 class Objective:
@@ -59,13 +78,15 @@ class Objective:
         """The weighted terms from the recomputed ``current`` (and ``reference``) terms of N
         episodes and their advantages [N], one per episode, shared by all its tokens and
         trained steps."""
-        policy = torch.zeros((), device=advantages.device)
+        parts: dict[str, torch.Tensor] = {}
+        denominators: dict[str, float] = {}
         metrics: dict[str, float] = {}
         deviation: dict[str, float] = {}
         if current.text is not None:
             t = current.text
             out = self.text_loss(t.log_probs, t.old_log_probs, advantages, t.mask)
-            policy = policy + out.loss
+            parts["loss/text"] = out.loss
+            denominators["loss/text"] = denominator(self.text_loss, t.mask)
             metrics["loss/text"] = float(out.loss.detach())
             metrics.update({f"text/{k}": float(v) for k, v in out.metrics.items()})
             deviation["text"] = max_deviation(t.log_probs, t.old_log_probs, t.mask)
@@ -75,21 +96,37 @@ class Objective:
                 i.log_probs, i.old_log_probs, advantages, i.mask,
                 mean=i.means, old_mean=i.old_means, std=i.stds, dt=i.dts,
             )  # fmt: skip
-            policy = policy + self.image_loss_weight * out.loss
+            parts["loss/image"] = self.image_loss_weight * out.loss
+            denominators["loss/image"] = denominator(self.image_loss, i.mask)
             metrics["loss/image"] = float(out.loss.detach())
             metrics.update({f"image/{k}": float(v) for k, v in out.metrics.items()})
             deviation["image"] = max_deviation(i.log_probs, i.old_log_probs, i.mask)
-        regularizers: dict[str, torch.Tensor] = {}
         for reg in self.regularizers:
             terms = getattr(current, reg.domain)
             if terms is None:
                 continue
             ref_terms = getattr(reference, reg.domain) if reg.needs_reference else None
             value = reg.penalty(terms, ref_terms)
-            name = type(reg).__name__
-            regularizers[name] = reg.weight * value
-            metrics[f"reg/{name}"] = float(value.detach())
-        return ObjectiveTerms(policy, regularizers, metrics, deviation)
+            name = f"reg/{type(reg).__name__}"
+            parts[name] = reg.weight * value
+            denominators[name] = denominator(reg, terms.mask)
+            metrics[name] = float(value.detach())
+        return ObjectiveTerms(parts, denominators, metrics, deviation)
+
+    def term_names(self) -> list[str]:
+        """The names of the terms this objective can produce (every rank's, in one order)."""
+        names = ["loss/text"] if self.text_loss is not None else []
+        names += ["loss/image"] if self.image_loss is not None else []
+        return names + [f"reg/{type(reg).__name__}" for reg in self.regularizers]
+
+
+def denominator(component, mask: torch.Tensor) -> float:
+    """The count a term is a mean over, from its ``aggregation``: the valid entries of
+    ``mask`` for ``token-mean``, else its rows (the episodes: every ``seq-mean-*`` mode divides
+    by them, an episode with no valid entry included)."""
+    if getattr(component, "aggregation", "seq-mean-token-mean") == "token-mean":
+        return float(mask.sum())
+    return float(mask.shape[0])
 
 
 def max_deviation(new: torch.Tensor, old: torch.Tensor, mask: torch.Tensor) -> float:

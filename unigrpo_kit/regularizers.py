@@ -68,6 +68,7 @@ class TokenKL:
     """
 
     needs_reference = True
+    aggregation = "token-mean"
     domain = "text"
     ESTIMATORS = ("k1", "k2", "k3")
 
@@ -119,6 +120,7 @@ class LatentKL:
     """
 
     needs_reference = True
+    aggregation = "seq-mean-token-mean"
     domain = "image"
 
     def __init__(self, weight: float = 0.04) -> None:
@@ -157,6 +159,7 @@ class VelocityMSE:
     """
 
     needs_reference = True
+    aggregation = "seq-mean-token-mean"
     domain = "image"
 
     def __init__(self, weight: float = 1.5e-5) -> None:
@@ -192,6 +195,7 @@ class HighFreqVelocityMSE:
     """
 
     needs_reference = True
+    aggregation = "seq-mean-token-mean"
     domain = "image"
 
     def __init__(self, weight: float = 0.046, patch: int = 4) -> None:
@@ -242,6 +246,7 @@ class Entropy:
     """
 
     needs_reference = False
+    aggregation = "token-mean"
     domain = "text"
 
     def __init__(self, weight: float = 1e-3) -> None:

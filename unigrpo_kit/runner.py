@@ -46,6 +46,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file, save_file
 
+from . import distributed as dist
 from .devices import recipe_device
 from .models.checkpoint import (
     CHECKSUMS_FILE,
@@ -129,6 +130,8 @@ def build_policy(model_cfg, **overrides):
 def build_trainer(cfg) -> UniGRPOTrainer:
     """Seed everything, build the policy that ``model`` names (on ``model.device``) and the
     trainer."""
+    if dist.launched():  # one device per rank: cuda:LOCAL_RANK where CUDA is asked for
+        cfg.model.device = dist.device_for(cfg.model.get("device"))
     recipe_device(cfg)  # a bad model.device fails here, in one line, before any loading
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -187,14 +190,13 @@ def _decode(value, tensors: dict[str, torch.Tensor]):
 
 
 def trainer_state(trainer: UniGRPOTrainer) -> dict:
-    """Everything besides the weights that an exact resume needs: the step, the optimizer's
-    state and every random-number state."""
+    """Everything besides the weights that an exact resume needs: the step and the optimizer's
+    state (every draw of a step comes from streams of the seed and the step,
+    :mod:`~unigrpo_kit.rollout.streams`), and torch's global random state."""
     return {
         "format": STATE_FORMAT,
         "step": trainer.step,
         "optimizer": trainer.optimizer.state_dict(),
-        "python_rng": trainer.rng.getstate(),
-        "generator": trainer.generator.get_state(),
         "torch_rng": torch.get_rng_state(),
     }
 
@@ -237,7 +239,7 @@ def read_trainer_state(folder: Path) -> dict:
             raise CheckpointError(f"{folder / LEGACY_STATE} is unreadable ({first})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"the trainer state in {folder} is a {type(state).__name__}")
-    missing = sorted({"step", "optimizer", "python_rng", "generator", "torch_rng"} - set(state))
+    missing = sorted({"step", "optimizer", "torch_rng"} - set(state))
     if missing:
         raise CheckpointError(f"the trainer state in {folder} lacks {', '.join(missing)}")
     return state
@@ -350,9 +352,7 @@ def restore(trainer: UniGRPOTrainer, folder: Path, state: dict | None = None) ->
         state = check_checkpoint(folder)
     trainer.policy.load_weights(folder)
     _apply_optimizer_state(trainer, state["optimizer"], folder)
-    trainer.rng.setstate(state["python_rng"])
-    trainer.generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
+    torch.set_rng_state(state["torch_rng"])  # older checkpoints' stream states are not needed
     trainer.step = int(state["step"])
 
 
@@ -790,28 +790,57 @@ def _refuse_restart(work_dir: Path, point: ResumePoint) -> None:
 def train(cfg, work_dir: Path, *, resume: bool = False, quiet: bool = False) -> UniGRPOTrainer:
     """Run the recipe ``cfg`` to ``schedule.steps`` steps in ``work_dir`` (continuing the run
     there with ``resume``). Raises :class:`RunInterrupted` after SIGINT / SIGTERM (once the
-    step is checkpointed) and :class:`RunStorageError` when a write fails."""
+    step is checkpointed) and :class:`RunStorageError` when a write fails.
+
+    Under torchrun (``WORLD_SIZE`` > 1) every rank runs this: rank 0 alone checks and prepares
+    the work dir, writes metrics, samples, TensorBoard and checkpoints; the other ranks restore
+    the checkpoint rank 0 chose and train their shards."""
     work_dir = Path(work_dir)
-    has_run = check_work_dir(work_dir, resume)
-    trainer = build_trainer(cfg)
+    dist.setup(cfg)
     try:
-        damaged = _prepare(cfg, work_dir, trainer, has_run)
-    except OSError as error:
-        if isinstance(error, (FileNotFoundError, FileExistsError)):
-            raise
-        raise _storage_error(work_dir, error, trainer.step, "nothing was changed") from None
-    run = _Run(trainer, work_dir, damaged)
-    with Interrupts() as interrupts:
-        _loop(cfg, run, interrupts, quiet)
-    return trainer
+        has_run = check_work_dir(work_dir, resume)
+        dist.barrier()  # every rank has seen the work dir before rank 0 writes into it
+        trainer = build_trainer(cfg)
+        damaged = _prepare_ranks(cfg, work_dir, trainer, has_run)
+        run = _Run(trainer, work_dir, damaged)
+        with Interrupts() as interrupts:
+            _loop(cfg, run, interrupts, quiet or not dist.is_main())
+        return trainer
+    finally:
+        dist.teardown()
+
+
+def _prepare_ranks(cfg, work_dir: Path, trainer: UniGRPOTrainer, has_run: bool) -> set[str]:
+    """:func:`_prepare` on rank 0; the other ranks then restore the checkpoint it resumed from
+    (if any) and every rank starts from rank 0's weights."""
+    resumed: list = [None]
+    damaged: set[str] = set()
+    if dist.is_main():
+        try:
+            damaged = _prepare(cfg, work_dir, trainer, has_run)
+        except OSError as error:
+            if isinstance(error, (FileNotFoundError, FileExistsError)):
+                raise
+            raise _storage_error(work_dir, error, trainer.step, "nothing was changed") from None
+        resumed = [trainer.step]
+    if dist.world_size() > 1:
+        import torch.distributed as torch_dist
+
+        torch_dist.broadcast_object_list(resumed, src=0)
+        if not dist.is_main() and resumed[0]:
+            restore(trainer, work_dir / "checkpoints" / f"step_{resumed[0]:06d}")
+        dist.broadcast_parameters(trainer.policy.module)
+    return damaged
 
 
 def _loop(cfg, run: _Run, interrupts: Interrupts, quiet: bool) -> None:
-    """The training steps, each logged, sampled and checkpointed as the schedule says."""
+    """The training steps, each logged, sampled and checkpointed as the schedule says (by rank
+    0 alone in a multi-process run)."""
     from torch.utils.tensorboard import SummaryWriter
 
     trainer, schedule = run.trainer, cfg.schedule
-    writer = SummaryWriter(str(run.work_dir / "tb"))
+    main = dist.is_main()
+    writer = SummaryWriter(str(run.work_dir / "tb")) if main else None
     columns = [
         TextColumn("[bold]step {task.completed}/{task.total}"),
         BarColumn(),
@@ -826,23 +855,30 @@ def _loop(cfg, run: _Run, interrupts: Interrupts, quiet: bool) -> None:
             while trainer.step < schedule.steps:
                 result = trainer.train_step()
                 metrics = result.metrics
-                run.log(metrics)
-                for key, value in metrics.items():
-                    if key != "step":
-                        writer.add_scalar(key, value, trainer.step)
-                progress.update(bar, completed=trainer.step, status=_status(metrics))
                 last = trainer.step == schedule.steps
-                if schedule.sample_every and (trainer.step % schedule.sample_every == 0 or last):
-                    run.sample(result.batch)
-                if (schedule.save_every and trainer.step % schedule.save_every == 0) or last:
-                    run.save()
-                if interrupts.received and not last:
-                    if run.saved_step != trainer.step:
+                if main:
+                    run.log(metrics)
+                    for key, value in metrics.items():
+                        if key != "step":
+                            writer.add_scalar(key, value, trainer.step)
+                    progress.update(bar, completed=trainer.step, status=_status(metrics))
+                    if schedule.sample_every and (
+                        trainer.step % schedule.sample_every == 0 or last
+                    ):
+                        run.sample(result.batch)
+                    if (schedule.save_every and trainer.step % schedule.save_every == 0) or last:
                         run.save()
+                # a stop asked of any rank stops every rank at the same step
+                if dist.any_rank(interrupts.received is not None) and not last:
+                    received = interrupts.received or "a stop on another rank"
+                    if main and run.saved_step != trainer.step:
+                        run.save()
+                    dist.barrier()  # the checkpoint is on disk before any rank leaves
                     folder = run.work_dir / "checkpoints" / f"step_{trainer.step:06d}"
-                    raise RunInterrupted(trainer.step, interrupts.received, folder)
+                    raise RunInterrupted(trainer.step, received, folder)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
 
 
 def _status(metrics: dict) -> str:

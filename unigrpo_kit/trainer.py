@@ -15,18 +15,25 @@ Per step (UniGRPO, arXiv 2603.23500, Sec. 3):
 
 Everything is built from the recipe through the registries; nothing here knows which
 sampler, loss, advantage, regularizer or reward it runs.
+
+Data parallel (:mod:`unigrpo_kit.distributed`): under torchrun every rank runs this same loop on
+its shard of the step's episodes; the rewards are gathered so that every rank computes the
+same group advantages; each global minibatch's loss is split over the ranks by each term's
+count and the gradients are summed. Every random draw comes from a stream of (seed, step,
+purpose, group, member) (:mod:`unigrpo_kit.rollout.streams`), so the episodes are the same at
+any world size.
 """
 
 from __future__ import annotations
 
 import math
-import random
 import sys
 import time
 from dataclasses import dataclass
 
 import torch
 
+from . import distributed as dd
 from .advantages import group_advantages
 from .guard import InvalidRewardError, NonFiniteError, RunStopped, non_finite_part
 from .objective import Objective
@@ -34,6 +41,7 @@ from .registry import ADVANTAGES, REWARDS, TASKS
 from .rewards.base import RewardOutput
 from .rollout.build import paints, trained_parts, training_engine
 from .rollout.recompute import Recomputed, recompute
+from .rollout.streams import RowStreams, generator, python_rng
 
 
 class OffPolicyError(RunStopped):
@@ -77,11 +85,12 @@ class UniGRPOTrainer:
         )
         self.image_sampler = self.engine.image_sampler
         self.optimizer = self._optimizer(cfg.optimizer)
-        self.rng = random.Random(cfg.seed)
         self.prompt_splits = _prompt_splits(cfg.rollout.get("prompt_splits", "train"))
-        # On the CPU whatever the model's device: every draw is made here and moved to the
-        # model, so a CUDA run consumes the same random stream as a CPU run.
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        # Every draw comes from a stream of (seed, step, purpose, ...), on the CPU whatever the
+        # model's device, so a CUDA run and a run at any world size draw the same numbers.
+        self.seed = cfg.seed
+        self.split_groups = bool(cfg.rollout.get("split_groups", False))
+        dd.broadcast_parameters(policy.module)  # replicas start equal
         self.step = 0
         # The numerical guard: updates skipped because a loss or gradient was not finite.
         self.skipped_updates = 0
@@ -129,16 +138,18 @@ class UniGRPOTrainer:
             logs, self_check = self.optimize(trained)  # 4. inner epochs
         self.step += 1
 
+        rewards = self.global_rewards
+        rounds, held = dd.all_reduce([float(batch.rounds().float().sum()), float(len(batch))])
         metrics = {
             "step": self.step,
-            "reward/mean": nan_mean(batch.rewards),
-            "reward/std": nan_std(batch.rewards),
-            "reward/invalid_frac": float((~torch.isfinite(batch.rewards)).float().mean()),
+            "reward/mean": nan_mean(rewards),
+            "reward/std": nan_std(rewards),
+            "reward/invalid_frac": float((~torch.isfinite(rewards)).float().mean()),
             "ratio/self_check_max_dev": self_check,
-            "rounds/mean": float(batch.rounds().float().mean()),
+            "rounds/mean": rounds / max(held, 1.0),
             **{k: nan_mean(v) for k, v in scored.metrics.items()},
             **{k: mean_of(v) for k, v in logs.items()},
-            "episodes/trained": 0 if trained is None else len(trained),
+            "episodes/trained": self.trained_count,
             "guard/skipped_steps": self.skipped_updates,
             "time/rollout_s": rollout_s,
             "time/step_s": time.perf_counter() - start,
@@ -147,17 +158,29 @@ class UniGRPOTrainer:
             metrics.setdefault(key, 0.0)
         return StepResult(metrics, batch)
 
-    def collect(self):
-        """Sample this step's prompts and roll out ``group_size`` episodes for each."""
+    def collect(self, stream_seed: int | None = None):
+        """Sample this step's prompts and roll out ``group_size`` episodes for each: the rows
+        of this rank's shard (all of them in a world of one). ``stream_seed`` draws from the
+        streams of that seed instead of the run's (seed, step): a fixed probe of the policy."""
         roll = self.cfg.rollout
+        root = (self.seed, self.step) if stream_seed is None else (stream_seed, "probe")
         prompts = self.task.sample_prompts(
-            roll.prompts_per_step, split=self.prompt_splits, generator=self.rng
+            roll.prompts_per_step, split=self.prompt_splits, generator=python_rng(*root, "prompts")
         )
+        self.shard = dd.shard(
+            len(prompts),
+            roll.group_size,
+            split_groups=self.split_groups,
+            rank_=dd.rank(),
+            world=dd.world_size(),
+        )
+        streams = RowStreams(root, self.shard.keys())
+        rows = [prompts[group] for group, _ in self.shard.keys()]
         progress = self.step / max(1, self.cfg.schedule.steps)
         self.policy.train(False)
-        return self.engine.rollout(
-            prompts, roll.group_size, generator=self.generator, progress=progress
-        )
+        batch = self.engine.rollout(rows, 1, generator=streams, progress=progress)
+        batch.group_ids = self.shard.group_ids().to(batch.group_ids.device)
+        return batch
 
     def score(self, batch):
         """One reward per episode on its final output; one group-relative advantage each.
@@ -180,11 +203,34 @@ class UniGRPOTrainer:
             )
             scored = RewardOutput(torch.full((len(batch),), float("nan")))
         batch.rewards = scored.scores.float()
-        batch.advantages = group_advantages(
-            self.advantage, batch.rewards, batch.group_ids, scored.components
-        )
-        self._count_invalid(batch.rewards)
-        return scored
+        shard = getattr(self, "shard", None)
+        if shard is None or dd.world_size() == 1:
+            batch.advantages = group_advantages(
+                self.advantage, batch.rewards, batch.group_ids, scored.components
+            )
+            self.global_rewards = batch.rewards
+            self._count_invalid(batch.rewards)
+            return scored
+        # Every rank computes the advantages of the whole step from every rank's rewards.
+        own_components = scored.components or {}
+        local = [
+            (float(batch.rewards[i]), {k: float(v[1][i]) for k, v in own_components.items()},
+             {k: float(v[i]) for k, v in scored.metrics.items()})
+            for i in range(len(batch))
+        ]  # fmt: skip
+        rows = dd.all_gather_rows(local, shard)
+        rewards = torch.tensor([r[0] for r in rows], dtype=torch.float32)
+        components = {
+            k: (w, torch.tensor([r[1][k] for r in rows])) for k, (w, _) in own_components.items()
+        } or None
+        group_ids = torch.arange(shard.num_groups).repeat_interleave(shard.group_size)
+        advantages = group_advantages(self.advantage, rewards, group_ids, components)
+        held = torch.tensor(shard.rows, dtype=torch.long)
+        batch.advantages = advantages[held]
+        self.global_rewards = rewards
+        self._count_invalid(rewards)
+        metrics = {k: torch.tensor([r[2][k] for r in rows]) for k in scored.metrics}
+        return RewardOutput(rewards, metrics=metrics, components=components)
 
     def _count_invalid(self, rewards: torch.Tensor) -> None:
         """Stop after ``algorithm.max_invalid_reward_steps`` steps in a row with no valid
@@ -209,28 +255,46 @@ class UniGRPOTrainer:
         if self.cfg.algorithm.get("skip_zero_advantage", True):
             keep = keep & (batch.advantages != 0)
         keep = torch.nonzero(keep).flatten()
-        if keep.numel() == 0:
+        # the global rows this rank trains, and how many all ranks train
+        shard = getattr(self, "shard", None)
+        held = list(shard.rows) if shard is not None else list(range(len(batch)))
+        self.trained_rows = [held[i] for i in keep.tolist()]
+        self.trained_count = int(dd.all_reduce([float(keep.numel())])[0])
+        if self.trained_count == 0:
             return None
-        return batch if keep.numel() == len(batch) else batch.select(keep)
+        if keep.numel() in (0, len(batch)):  # none of mine: I only join the reductions
+            return batch
+        return batch.select(keep)
 
     def optimize(self, batch) -> tuple[dict[str, list[float]], float]:
-        """K inner epochs of minibatch updates; returns the logged parts and the self-check."""
+        """K inner epochs of minibatch updates; returns the logged parts and the self-check.
+
+        The minibatches are cut from one order of the step's trained episodes (global rows,
+        the same on every rank); each rank computes the loss of the rows of the minibatch that
+        it holds (possibly none)."""
         algo = self.cfg.algorithm
         self.policy.train()
         self.warm_up()
-        reference = self.reference_terms(batch)
+        reference = self.reference_terms(batch) if self.trained_rows else None
+        local_of = {row: i for i, row in enumerate(self.trained_rows)}
+        everyone = self._trained_rows_of_all_ranks()
         logs: dict[str, list[float]] = {}
         self_check = 0.0
         for epoch in range(algo.inner_epochs):
-            order = torch.randperm(len(batch), generator=self.generator)
-            for first in range(0, len(batch), algo.minibatch_size):
-                rows = order[first : first + algo.minibatch_size]
-                ref = None if reference is None else reference.select(rows)
-                loss, parts, deviation = self.loss(batch.select(rows), ref)
+            stream = generator(self.seed, self.step, "minibatch-order", epoch)
+            order = [everyone[i] for i in torch.randperm(len(everyone), generator=stream)]
+            for first in range(0, len(order), algo.minibatch_size):
+                mine = [local_of[r] for r in order[first : first + algo.minibatch_size]
+                        if r in local_of]  # fmt: skip
+                rows = torch.tensor(mine, dtype=torch.long)
+                ref = None if reference is None or not mine else reference.select(rows)
+                loss, parts, deviation = self.minibatch_loss(batch, rows, ref)
                 if epoch == 0 and first == 0:
                     self_check = self.check_on_policy(deviation)  # 5. ratio 1, or stop
-                culprit = non_finite_part(loss, parts)
-                if culprit is None:
+                culprit = non_finite_part(loss, parts) if mine else None
+                if dd.any_rank(culprit is not None):
+                    culprit = culprit or "loss on another rank"
+                else:
                     parts["grad_norm"] = self.update(loss)
                     if not math.isfinite(parts["grad_norm"]):
                         culprit = "gradient"
@@ -238,6 +302,48 @@ class UniGRPOTrainer:
                 for key, value in parts.items():
                     logs.setdefault(key, []).append(value)
         return logs, self_check
+
+    def _trained_rows_of_all_ranks(self) -> list[int]:
+        """The global rows that some rank trains this step, ascending."""
+        if dd.world_size() == 1:
+            return list(self.trained_rows)
+        shard = self.shard
+        flags = dd.all_gather_rows([r in set(self.trained_rows) for r in shard.rows], shard)
+        return [row for row, flag in enumerate(flags) if flag]
+
+    def minibatch_loss(self, batch, rows: torch.Tensor, reference):
+        """This rank's share of one global minibatch's loss: each term scaled by this rank's
+        count over all ranks' (:func:`~unigrpo_kit.distributed.term_scales`), so that the
+        ranks' losses sum to the minibatch's. Returns the loss, the logged parts (global
+        values) and the self-check's deviations (the largest over the ranks)."""
+        names = self.objective.term_names()
+        if len(rows):
+            terms = self.terms(batch.select(rows), reference)
+            denominators = {n: terms.denominators.get(n, 0.0) for n in names}
+        else:  # nothing held: take part in the reductions with zeros
+            terms, denominators = None, dict.fromkeys(names, 0.0)
+        if dd.world_size() == 1:
+            return terms.total, terms.metrics, terms.deviation
+        scales = dd.term_scales(denominators)
+        loss = terms.scaled_total(scales) if terms is not None else None
+        metrics = terms.metrics if terms is not None else {}
+        deviation = terms.deviation if terms is not None else {}
+        # the logged terms: the minibatch's values (sums of the ranks' scaled shares); the other
+        # metrics: means over the ranks that have them, weighted by their rows
+        shares = {k: v * scales[k] for k, v in metrics.items() if k in scales}
+        others = {k: v for k, v in metrics.items() if k not in scales}
+        gathered = dd.all_gather_objects((shares, others, float(len(rows)), deviation))
+        logged: dict[str, float] = {}
+        for key in sorted({k for g in gathered for k in g[0]}):
+            logged[key] = sum(g[0].get(key, 0.0) for g in gathered)
+        for key in sorted({k for g in gathered for k in g[1]}):
+            having = [(g[1][key], g[2]) for g in gathered if key in g[1]]
+            logged[key] = sum(v * w for v, w in having) / max(sum(w for _, w in having), 1.0)
+        worst = {}
+        for g in gathered:
+            for kind, value in g[3].items():
+                worst[kind] = max(worst.get(kind, 0.0), value)
+        return loss, logged, worst
 
     def warm_up(self) -> None:
         """``optimizer.warmup_steps`` W > 0: step t (from 1) trains at lr * min(1, t / W). Adam's
@@ -254,8 +360,10 @@ class UniGRPOTrainer:
         gradient norm takes no step (the gradients are dropped, the weights and the optimizer's
         moments stay as they were)."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if loss is not None:  # None: this rank holds no row of the minibatch
+            loss.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        dd.all_reduce_gradients(params)  # the ranks' shares summed: the minibatch's gradient
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.algorithm.grad_clip))
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
@@ -289,9 +397,13 @@ class UniGRPOTrainer:
 
     @torch.no_grad()
     def first_minibatch_deviation(self, batch) -> dict[str, float]:
-        """The self-check's deviations on the first minibatch, without an update."""
+        """The self-check's deviations on this rank's first minibatch (the largest over the
+        ranks), without an update."""
         rows = torch.arange(min(self.cfg.algorithm.minibatch_size, len(batch)))
-        return self.loss(batch.select(rows))[2]
+        deviation = self.loss(batch.select(rows))[2] if len(rows) else {}
+        kinds = ["text", "image"]
+        worst = dd.all_reduce([deviation.get(k, 0.0) for k in kinds], op="max")
+        return {k: v for k, v in zip(kinds, worst, strict=True) if k in deviation or v > 0}
 
     @torch.no_grad()
     def reference_terms(self, batch):
@@ -324,12 +436,17 @@ class UniGRPOTrainer:
         self-check's deviations.
 
         ``reference``: the reference model's terms for these episodes (computed if needed)."""
+        terms = self.terms(minibatch, reference)
+        return terms.total, terms.metrics, terms.deviation
+
+    def terms(self, minibatch, reference=None):
+        """The objective's terms (:class:`~unigrpo_kit.objective.ObjectiveTerms`) on one
+        minibatch of episodes."""
         current = self._recompute(self.policy, minibatch)
         if reference is None:
             reference = self.reference_terms(minibatch)
         advantages = minibatch.advantages.to(self.device)
-        terms = self.objective.terms(current, reference, advantages)
-        return terms.total, terms.metrics, terms.deviation
+        return self.objective.terms(current, reference, advantages)
 
     def check_on_policy(self, deviation: dict[str, float]) -> float:
         """The largest |log pi_new - log pi_old| at the first minibatch; raise if too large."""

@@ -142,6 +142,7 @@ RULES: dict[str, Check] = {
     "rollout.max_rounds": integer(1),
     "rollout.guidance_scale": number(0),
     "rollout.shared_noise": boolean(),
+    "rollout.split_groups": boolean(),
     "rollout.prompt_splits": Check(
         _split_names, "a split name or a list of them, e.g. 'train' or ['train', 'pretrain']"
     ),
@@ -180,6 +181,13 @@ RULES: dict[str, Check] = {
     "evaluation.seed": integer(0),
     "evaluation.split": Check(lambda v: isinstance(v, str) and bool(v), "a split, e.g. 'eval'"),
     "evaluation.guidance_scale": number(0),
+    "distributed.strategy": Check(
+        lambda v: v in ("ddp", "fsdp2"), "'ddp' (replicas, gradients all-reduced) or 'fsdp2'"
+    ),
+    "distributed.backend": Check(
+        lambda v: v in ("auto", "gloo", "nccl"), "'auto' (NCCL on CUDA, else gloo), 'gloo', 'nccl'"
+    ),
+    "distributed.timeout_s": number(0, above=True),
 }
 
 # Keys the trainer and the evaluation read without a default.

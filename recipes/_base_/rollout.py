@@ -11,6 +11,7 @@ rollout = dict(
     # DanceGRPO's shared start: the G images of a group begin from one initial noise, so that
     # they differ only by what the policy sampled (docs/training.md, Choices).
     shared_noise=False,
+    split_groups=False,  # True: a group's episodes may spread over ranks (docs/distributed.md)
     # Which phrasings RL samples its prompts from: "train", or several, e.g. ["train",
     # "pretrain"]; never "eval", the held-out phrasings that eval scores.
     prompt_splits="train",

@@ -14,7 +14,6 @@ trained; checkpoints that stock loaders read and the registry rebuilds.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from pathlib import Path
 
@@ -240,10 +239,7 @@ class LetterCount(Reward):
 
 def fresh(trainer, measure) -> float:
     """``measure(batch)`` of rollouts drawn with a fixed seed (the trainer's streams kept)."""
-    rng, generator = trainer.rng, trainer.generator
-    trainer.rng, trainer.generator = random.Random(99), torch.Generator().manual_seed(99)
-    batch = trainer.collect()
-    trainer.rng, trainer.generator = rng, generator
+    batch = trainer.collect(stream_seed=99)
     return measure(batch)
 
 

@@ -12,7 +12,6 @@ brightness reward, checkpoints that a stock pipeline loads, and one-line errors.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from pathlib import Path
 
@@ -262,10 +261,7 @@ def test_the_full_fine_tuning_reference_is_a_frozen_copy(folders):
 
 def fresh_brightness(trainer, seed=99) -> float:
     """Mean brightness of rollouts drawn with a fixed seed (the trainer's streams kept)."""
-    rng, generator = trainer.rng, trainer.generator
-    trainer.rng, trainer.generator = random.Random(seed), torch.Generator().manual_seed(seed)
-    batch = trainer.collect()
-    trainer.rng, trainer.generator = rng, generator
+    batch = trainer.collect(stream_seed=seed)
     return float(batch.final_images().mean())
 
 

@@ -10,8 +10,6 @@ ratio, the advantage, the loss) fails one direction.
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
@@ -43,11 +41,8 @@ def tiny_qwen(tmp_path_factory):
 
 def _fresh_count(trainer, sign: float) -> float:
     """The mean count of fresh rollouts drawn with a fixed seed (the trainer's streams kept)."""
-    rng, generator = trainer.rng, trainer.generator
-    trainer.rng, trainer.generator = random.Random(99), torch.Generator().manual_seed(99)
-    batch = trainer.collect()
+    batch = trainer.collect(stream_seed=99)
     trainer.score(batch)
-    trainer.rng, trainer.generator = rng, generator
     return sign * float(batch.rewards.mean())
 
 

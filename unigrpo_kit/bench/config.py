@@ -47,6 +47,7 @@ RECIPE = dict(
         max_rounds=1,
         guidance_scale=1.0,
         shared_noise=False,
+        split_groups=False,
         prompt_splits="train",
         text_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=32),
         reflection_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=16),
@@ -55,6 +56,7 @@ RECIPE = dict(
     ),
     schedule=dict(steps=120, save_every=20, sample_every=20),
     evaluation=dict(num_prompts=140, steps=20, seed=0, split="eval"),
+    distributed=dict(strategy="ddp", backend="auto", timeout_s=300),
     seed=0,
     threads=2,
 )

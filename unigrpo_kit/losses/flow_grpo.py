@@ -77,6 +77,8 @@ class FlowGRPOLoss:
     ``approx_kl`` (k3 of KL(old || new) from the raw log r), means over valid steps.
     """
 
+    aggregation = "seq-mean-token-mean"  # per trained step, then per episode
+
     def __init__(
         self, clip_eps: float = 1e-4, clip_eps_high: float | None = None, ratio_norm: bool = False
     ) -> None:

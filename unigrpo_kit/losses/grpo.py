@@ -52,6 +52,7 @@ class GRPOLoss:
             )
         self.ppo = PPOClipLoss(clip_eps, clip_eps_high, dual_clip)
         self.agg = agg
+        self.aggregation = agg  # what a term's denominator is (objective.denominator)
         self.norm_len = norm_len
 
     def __call__(

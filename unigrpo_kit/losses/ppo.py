@@ -123,6 +123,8 @@ class PPOClipLoss:
     :meth:`from_log_ratio` with their own reductions.
     """
 
+    aggregation = "token-mean"  # a mean over every valid entry of the batch
+
     def __init__(
         self,
         clip_eps: float = 0.2,

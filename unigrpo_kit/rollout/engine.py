@@ -41,6 +41,7 @@ from ..samplers.schedules import FullWindow, SDEWindow
 from ..samplers.text import TextSampler
 from .episode import EpisodeBatch, ImageSegmentRecord, TextSegmentRecord
 from .painter import paint
+from .streams import RowStreams, phase, shared
 
 
 def guided(policy, context, null, scale: float):
@@ -139,7 +140,7 @@ class RolloutEngine:
         rows = [p for p in prompts for _ in range(group_size)]
         run = _Episodes(rows, torch.arange(len(prompts)).repeat_interleave(group_size))
         run.thoughts = [""] * len(rows)
-        self.reason(run, generator)
+        self.reason(run, phase(generator, "reason"))
         if not self.paint_images:
             return run.batch()
         if self.painter is not self.policy:
@@ -148,10 +149,12 @@ class RolloutEngine:
         if self.guidance_scale != 1.0:
             run.null = self.painter.null_context(len(rows))
         for round_index in range(self.max_rounds):
-            image = self.paint_round(run, len(prompts), group_size, generator, progress)
+            image = self.paint_round(
+                run, len(prompts), group_size, generator, progress, round_index
+            )
             if round_index == self.max_rounds - 1 or not bool(run.active.any()):
                 break
-            self.look_and_reflect(run, image, generator)
+            self.look_and_reflect(run, image, phase(generator, f"reflect{round_index + 1}"))
         return run.batch()
 
     # ----------------------------------------------------------------- the phases
@@ -171,12 +174,18 @@ class RolloutEngine:
         run.segments.append(self._generated(self.text_sampler, sample))
         run.thoughts = self.policy.decode_text(sample.tokens, sample.mask)
 
-    def paint_round(self, run, num_groups, group_size, generator, progress) -> ImageSegmentRecord:
+    def paint_round(
+        self, run, num_groups, group_size, generator, progress, round_index: int = 0
+    ) -> ImageSegmentRecord:
         """One image per active row (rows that ended paint nothing more); the SDE window's
-        steps are recorded for training."""
+        steps are recorded for training. With row streams (training) the round draws from its
+        own phase: its window from the batch's shared stream, its noise row by row."""
         n = len(run.prompts)
+        window_generator = shared(generator, f"window{round_index}")
+        noise_generator = phase(generator, f"group-noise{round_index}", per_group=True)
+        generator = phase(generator, f"paint{round_index}")
         sde_mask = (
-            self.window.select(self.num_steps, generator=generator, progress=progress)
+            self.window.select(self.num_steps, generator=window_generator, progress=progress)
             if self.train_image
             else torch.zeros(self.num_steps, dtype=torch.bool)
         )
@@ -198,7 +207,7 @@ class RolloutEngine:
             guidance=None
             if null is None
             else guided(self.painter, context, null, self.guidance_scale),
-            noise=self._group_noise(num_groups, group_size, generator),
+            noise=self._group_noise(num_groups, group_size, noise_generator),
             rows=rows,
             num_rows=n,
         )
@@ -241,6 +250,9 @@ class RolloutEngine:
         (``paint`` draws one per row)."""
         if not self.shared_noise:
             return None
+        if isinstance(generator, RowStreams):  # per-group streams: one draw per row, equal
+            shape = (len(generator), *self.painter.latent_shape())
+            return randn(shape, generator=generator, device=self.painter.device)
         shape = (num_groups, *self.painter.latent_shape())
         noise = randn(shape, generator=generator, device=self.painter.device)
         return noise.repeat_interleave(group_size, 0)
