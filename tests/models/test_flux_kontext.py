@@ -112,6 +112,8 @@ def test_the_trained_steps_are_rescored_by_the_same_velocity(folder):
     x_next = t.latents[rows][:, steps + 1].flatten(0, 1)
     sigma = t.sigmas[steps].repeat(2)
     v = policy.velocity(context.select(rows).repeat_interleave(2), x, sigma)
-    out = FlowSDE(noise_level=0.7).step(v, sigma, t.sigmas[steps + 1].repeat(2), x, prev_sample=x_next)
+    out = FlowSDE(noise_level=0.7).step(
+        v, sigma, t.sigmas[steps + 1].repeat(2), x, prev_sample=x_next
+    )
     recorded = t.log_probs[rows][:, steps].flatten()
     assert float((out.log_prob.detach() - recorded).abs().max()) < 1e-4

@@ -42,9 +42,7 @@ class FluxKontextPolicy(FluxPolicy):
 
     def __init__(self, path: str, *, reference: str = "latents", **kwargs) -> None:
         if reference not in REFERENCES:
-            raise ValueError(
-                f"model.reference={reference!r} is not one of {', '.join(REFERENCES)}"
-            )
+            raise ValueError(f"model.reference={reference!r} is not one of {', '.join(REFERENCES)}")
         super().__init__(path, **kwargs)
         self.reference_kind = reference
         self._kwargs["reference"] = reference
