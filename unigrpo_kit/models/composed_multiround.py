@@ -9,10 +9,10 @@ FluxKontextPolicy`, FLUX.1 Kontext). It answers the protocol's
 :class:`~unigrpo_kit.models.protocol.UnifiedPolicy` (``look``, ``reflection_prompt``), so the
 kit's rollout engine runs the episode with ``rollout.max_rounds`` > 1, unchanged::
 
-    c -> y ~ pi_text(. | c)                                   reasoning
-      -> x^1 ~ pi_img(. | T(c, y))                            image 1 (from text)
-      -> r^1 ~ pi_text(. | c, y, x^1, q)                      look at x^1, reflect: "done" or an edit
-      -> x^2 ~ pi_img(. | E(c, r^1), x^1)                     image 2: x^1 edited by r^1
+    c -> y ~ pi_text(. | c)                       reasoning
+      -> x^1 ~ pi_img(. | T(c, y))                image 1 (from text)
+      -> r^1 ~ pi_text(. | c, y, x^1, q)          look at x^1, reflect: "done" or an edit
+      -> x^2 ~ pi_img(. | E(c, r^1), x^1)         image 2: x^1 edited by r^1
       -> ... up to max_rounds images; a row that said "done" stops painting.
 
 ``T`` is ``template`` (the first image's prompt, as in the single-round policy), ``q`` the

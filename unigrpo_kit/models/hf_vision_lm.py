@@ -21,6 +21,11 @@ grid coordinates); a decoded token continues at the row's largest position + 1, 
 the same positions, so the recorded and recomputed log-probs agree (the tests hold them to
 1e-5).
 
+The placeholder tokens of images and videos are never generated: their logits are set to
+``BANNED_LOGIT`` in every forward pass (sampling and recomputation alike), so the policy is the
+model's distribution renormalised over the other tokens (a generated placeholder would make the
+model look for an image that is not there).
+
 The vision tower and the multimodal projector are frozen unless ``train_vision=True`` (full
 fine-tuning); under LoRA, target the language model's projections (a ``target_modules`` regex
 such as ``.*language_model.*\\.(q_proj|v_proj)``) and the vision tower stays as it is.
@@ -41,6 +46,8 @@ from .hf_causal_lm import DecodeState, HFCausalLM, HFTextSession, _quiet_progres
 from .layout import TextSegment
 from .protocol import EpisodeForward
 
+# The logit of a token the reasoner never writes (exp underflows to 0; finite, unlike -inf).
+BANNED_LOGIT = -1e9
 # Qwen2-VL's image block (its chat template writes it for an image), "{image}" the placeholder
 # the image processor's patch count expands.
 QWEN_IMAGE_BLOCK = "<|vision_start|>{image}<|vision_end|>"
@@ -182,6 +189,12 @@ class HFVisionLM(HFCausalLM):
         before, after = image_block.split("{image}", 1)
         encode = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         self._image_block = (encode(before), encode(after))
+        # the placeholders of images and videos are never written: the model reads an image
+        # at each of them, so a generated one would not be text
+        banned = [getattr(config, key, None) for key in ("image_token_id", "video_token_id")]
+        self.banned_token_ids = torch.tensor(
+            [int(i) for i in banned if i is not None], dtype=torch.long, device=self._device
+        )
         if not self._peft and not train_vision:
             for name, parameter in self._lm.named_parameters():
                 if _is_vision(name):
@@ -200,6 +213,14 @@ class HFVisionLM(HFCausalLM):
             path, trust_remote_code=trust_remote_code
         )
         return model, AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+    def _forward(self, input_ids, mask, positions, *, cache=None, use_cache, keep, **inputs):
+        """:meth:`HFCausalLM._forward`, the placeholder tokens of images and videos given
+        logit ``BANNED_LOGIT`` (probability 0, finite: no NaN in an entropy or a KL)."""
+        logits, cache = super()._forward(
+            input_ids, mask, positions, cache=cache, use_cache=use_cache, keep=keep, **inputs
+        )
+        return logits.index_fill(-1, self.banned_token_ids, BANNED_LOGIT), cache
 
     @classmethod
     def dry_run_spec(cls, model_cfg: dict, task: Any, folder: Path) -> dict:
