@@ -17,7 +17,6 @@ second image of a row that stopped; the direction of learning with both parts tr
 from __future__ import annotations
 
 import random
-import string
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,7 @@ from unigrpo_kit.models.tiny_random import save_tiny_vision_lm
 from unigrpo_kit.recipe import load_recipe
 from unigrpo_kit.registry import MODELS
 from unigrpo_kit.rewards.base import Reward, RewardOutput
-from unigrpo_kit.rollout.recompute import Recomputed
+from unigrpo_kit.rollout.recompute import Recomputed, model_segments
 from unigrpo_kit.trainer import UniGRPOTrainer
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "composed" / "multiround_edit.py"
@@ -345,3 +344,66 @@ def test_a_reward_on_both_moves_both(folders):
     after = fresh(trainer, letters), fresh(trainer, brightness)
     # measured: letters 0.50 -> 0.94, brightness 0.486 -> 0.548
     assert after[0] > before[0] + 0.2 and after[1] > before[1] + 0.02, (before, after)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def test_a_lora_checkpoint_loads_with_stock_loaders_and_by_registry_type(folders, tmp_path):
+    """The recipe's LoRA placement (the reasoner's language model only, the vision tower
+    untouched; the editor's attention) trains one step, saves, and comes back: the reasoner's
+    adapter through a stock ``PeftModel`` over ``AutoModelForImageTextToText``, the editor's
+    LoRA through a stock ``FluxKontextPipeline.load_lora_weights``, the whole through
+    ``MODELS.build(policy_spec(folder))``."""
+    from diffusers import DiffusionPipeline
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    from unigrpo_kit.models.checkpoint import policy_spec
+
+    cfg = recipe(folders, lr=1e-2)
+    cfg.model.reasoner.lora = dict(
+        r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)"
+    )
+    cfg.model.painter.lora = dict(r=4, lora_alpha=8, target_modules=["to_q", "to_k", "to_v"])
+    trainer = trainer_of(cfg)
+    trainer.train_step()
+    policy = trainer.policy
+    names = [n for n, p in policy.module.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n for n in names)
+    assert not any("visual" in n for n in names)  # the vision tower has no adapter
+    batch = trainer.collect()
+    policy.eval()
+    ids = torch.cat([batch.segments[0].ids[:1], batch.segments[1].ids[:1]], 1)
+    latents = batch.image_segments[1].trajectory.latents[:, 1]
+    sigma = torch.full((len(batch),), 0.7)
+    with torch.no_grad():
+        context = policy.forward_episode(model_segments(batch)).context.prefix(5)
+        velocity = policy.velocity(context, latents, sigma)
+        logits = policy.reasoner.module(input_ids=ids).logits
+    policy.save(tmp_path / "step")
+
+    base = AutoModelForImageTextToText.from_pretrained(str(folders[0]), dtype=torch.float32)
+    stock_lm = PeftModel.from_pretrained(base, str(tmp_path / "step" / "reasoner")).eval()
+    with torch.no_grad():
+        assert torch.allclose(stock_lm(input_ids=ids).logits, logits, atol=1e-5)
+    pipe = DiffusionPipeline.from_pretrained(str(folders[1]))
+    pipe.load_lora_weights(str(tmp_path / "step" / "painter"))
+    edit = context.painter  # the edit's conditioning: the instruction and the reference tokens
+    hidden = torch.cat([latents, edit.image_latents], 1)
+    ids_img = torch.cat([policy.painter._img_ids, edit.image_ids])
+    with torch.no_grad():
+        stock_v = pipe.transformer(
+            hidden_states=hidden, timestep=sigma, guidance=torch.full_like(sigma, 2.5),
+            pooled_projections=edit.pooled_projections, encoder_hidden_states=edit.prompt_embeds,
+            txt_ids=edit.text_ids, img_ids=ids_img, return_dict=False,
+        )[0][:, : latents.shape[1]]  # fmt: skip
+    assert torch.allclose(stock_v, velocity, atol=1e-5)
+
+    rebuilt = MODELS.build(policy_spec(tmp_path / "step"))
+    assert isinstance(rebuilt, ComposedMultiRound)
+    rebuilt.eval()
+    with torch.no_grad():
+        again = rebuilt.forward_episode(model_segments(batch)).context.prefix(5)
+        assert torch.allclose(rebuilt.velocity(again, latents, sigma), velocity, atol=1e-5)
+        assert torch.allclose(rebuilt.reasoner.module(input_ids=ids).logits, logits, atol=1e-5)
