@@ -48,9 +48,12 @@ How the protocol maps onto the parts:
   ``checkpoint.policy_spec`` resolves to the checkpoint, so the sub-folders are read relative to
   it wherever it moves.
 
-Single round only: the reasoner does not look at the painted image (no ``look`` or
-``reflection_prompt``), so the policy is a ``TextPolicy`` and an ``ImagePolicy`` but not a
-``UnifiedPolicy``; multi-round (a VLM reasoner and an editing painter) is not done yet.
+Single round: the reasoner does not look at the painted image (no ``look`` or
+``reflection_prompt``), so this policy is a ``TextPolicy`` and an ``ImagePolicy`` but not a
+``UnifiedPolicy``. Multi-round episodes (a vision-language reasoner that looks at each image and
+reflects, an editor that paints the next image from the previous one and the reflection) are
+its subclass :class:`~unigrpo_kit.models.composed_multiround.ComposedMultiRound`, a
+``UnifiedPolicy``.
 """
 
 from __future__ import annotations
