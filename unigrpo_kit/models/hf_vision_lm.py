@@ -133,8 +133,8 @@ class VisionTextSession(HFTextSession):
         logits, cache = self.policy._forward(
             inputs.ids, inputs.mask, inputs.positions, use_cache=True, keep=1, **inputs.extra
         )
-        visible = inputs.positions[0].masked_fill(~inputs.mask, -1)
-        next_position = visible.amax(1) + 1
+        positions = inputs.positions.amax(0) if inputs.positions.dim() == 3 else inputs.positions
+        next_position = positions.masked_fill(~inputs.mask, -1).amax(1) + 1
         alive = torch.ones(inputs.ids.shape[0], dtype=torch.bool, device=inputs.ids.device)
         return logits[:, -1], DecodeState(cache, inputs.mask, next_position, alive)
 
