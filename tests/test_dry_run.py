@@ -30,6 +30,7 @@ def test_every_runnable_recipe_is_covered():
         "diffusers/sd3_flowgrpo.py",
         "diffusers/flux_flowgrpo.py",
         "composed/think_then_paint.py",
+        "composed/multiround_edit.py",
     } <= names
 
 

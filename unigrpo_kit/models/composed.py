@@ -48,13 +48,17 @@ How the protocol maps onto the parts:
   ``checkpoint.policy_spec`` resolves to the checkpoint, so the sub-folders are read relative to
   it wherever it moves.
 
-Single round only: the reasoner does not look at the painted image (no ``look`` or
-``reflection_prompt``), so the policy is a ``TextPolicy`` and an ``ImagePolicy`` but not a
-``UnifiedPolicy``; multi-round (a VLM reasoner and an editing painter) is not done yet.
+Single round: the reasoner does not look at the painted image (no ``look`` or
+``reflection_prompt``), so this policy is a ``TextPolicy`` and an ``ImagePolicy`` but not a
+``UnifiedPolicy``. Multi-round episodes (a vision-language reasoner that looks at each image and
+reflects, an editor that paints the next image from the previous one and the reflection) are
+its subclass :class:`~unigrpo_kit.models.composed_multiround.ComposedMultiRound`, a
+``UnifiedPolicy``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import string
@@ -165,6 +169,8 @@ class ComposedUnified:
             checkpoint folder, as ``checkpoint.policy_spec`` resolves it); None: as given.
     """
 
+    default_types = DEFAULT_TYPES  # each role's part type when the recipe names none
+
     def __init__(
         self,
         reasoner: dict | str,
@@ -176,7 +182,7 @@ class ComposedUnified:
     ) -> None:
         fields = _template_fields(template)
         parts = {
-            role: _build_part(role, spec, device, folder)
+            role: _build_part(role, spec, device, folder, self.default_types)
             for role, spec in (("reasoner", reasoner), ("painter", painter))
         }
         self._setup(parts["reasoner"], parts["painter"], template, fields, OrderedDict())
@@ -208,7 +214,7 @@ class ComposedUnified:
         ``folder/painter``; ``model_cfg`` with both parts pointed at them."""
         spec = dict(model_cfg)
         for role in ROLES:
-            part = _part_dict(role, model_cfg.get(role))
+            part = _part_dict(role, model_cfg.get(role), cls.default_types)
             part_class = MODELS.get(part["type"])
             spec[role] = part_class.dry_run_spec(part, task, Path(folder) / role)
         return spec
@@ -370,7 +376,7 @@ class ComposedUnified:
             reasoner, painter = self.reasoner.reference(), self.painter.reference()
             if reasoner is self.reasoner and painter is self.painter:
                 return self  # already a reference
-            reference = ComposedUnified.__new__(ComposedUnified)
+            reference = copy.copy(self)  # a subclass's own settings come along
             reference._setup(reasoner, painter, self.template, self._fields, self._prompt_texts)
             reference._kwargs = dict(self._kwargs)
             self._reference = reference
@@ -409,18 +415,21 @@ class ComposedUnified:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _template_fields(template: Any) -> set[str]:
-    """The fields of the painter's prompt template; a one-line error unless it is a format
-    string whose fields are among ``TEMPLATE_FIELDS`` (at least one)."""
-    hint = "a format string with {reasoning} and/or {prompt}, e.g. '{prompt}. {reasoning}'"
+def _template_fields(
+    template: Any, allowed: Sequence[str] = TEMPLATE_FIELDS, key: str = "model.template"
+) -> set[str]:
+    """The fields of a prompt template; a one-line error naming ``key`` unless it is a format
+    string whose fields are among ``allowed`` (at least one)."""
+    names = " and/or ".join(f"{{{name}}}" for name in reversed(allowed))
+    hint = f"a format string with {names}, e.g. '{{prompt}}. {{{allowed[-1]}}}'"
     if not isinstance(template, str):
-        raise ValueError(f"model.template={template!r}: must be {hint}")
+        raise ValueError(f"{key}={template!r}: must be {hint}")
     try:
         fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as error:
-        raise ValueError(f"model.template={template!r}: {error}; must be {hint}") from None
-    if not fields or not fields <= set(TEMPLATE_FIELDS):
-        raise ValueError(f"model.template={template!r}: must be {hint}")
+        raise ValueError(f"{key}={template!r}: {error}; must be {hint}") from None
+    if not fields or not fields <= set(allowed):
+        raise ValueError(f"{key}={template!r}: must be {hint}")
     return fields
 
 
@@ -432,14 +441,14 @@ def _row_keys(ids: Tensor, mask: Tensor) -> list[tuple[int, ...]]:
     ]
 
 
-def _part_dict(role: str, spec: Any) -> dict:
-    """A part's keyword arguments with its ``type`` (default: ``DEFAULT_TYPES[role]``)."""
+def _part_dict(role: str, spec: Any, defaults: dict = DEFAULT_TYPES) -> dict:
+    """A part's keyword arguments with its ``type`` (default: ``defaults[role]``)."""
     if not isinstance(spec, dict):
         raise ValueError(
             f"model.{role}={spec!r}: must be a dict of the {role}'s arguments, e.g. "
-            f"dict(type='{DEFAULT_TYPES[role]}', path=...)"
+            f"dict(type='{defaults[role]}', path=...)"
         )
-    return {"type": DEFAULT_TYPES[role], **spec}
+    return {"type": defaults[role], **spec}
 
 
 def _saved_part(role: str, name: str, folder: str | None) -> dict:
@@ -455,10 +464,15 @@ def _saved_part(role: str, name: str, folder: str | None) -> dict:
     return policy_spec(path)
 
 
-def _build_part(role: str, spec: Any, device: str | None, folder: str | None) -> Any:
+def _build_part(
+    role: str, spec: Any, device: str | None, folder: str | None, defaults: dict = DEFAULT_TYPES
+) -> Any:
     """The part ``role`` built from its dict or saved folder; a one-line error naming
     ``model.<role>.<key>``."""
-    spec = _saved_part(role, spec, folder) if isinstance(spec, str) else _part_dict(role, spec)
+    if isinstance(spec, str):
+        spec = _saved_part(role, spec, folder)
+    else:
+        spec = _part_dict(role, spec, defaults)
     if device is not None:
         spec["device"] = device
     if not spec.get("path"):
@@ -476,6 +490,6 @@ def _build_part(role: str, spec: Any, device: str | None, folder: str | None) ->
     if not isinstance(part, wanted):
         raise ValueError(
             f"model.{role}.type={spec['type']!r} is not a {wanted.__name__}; the {role} must be "
-            f"one (e.g. {DEFAULT_TYPES[role]})"
+            f"one (e.g. {defaults[role]})"
         )
     return part

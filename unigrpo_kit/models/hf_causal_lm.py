@@ -176,8 +176,6 @@ class HFCausalLM:
         attn_implementation: str = "sdpa",
         trust_remote_code: bool = False,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         from ..devices import resolve_device
 
         _quiet_progress_bars()
@@ -232,15 +230,7 @@ class HFCausalLM:
         self._device = resolve_device(device)
         self._autocast_dtype = DTYPES[dtype]
         try:
-            model = AutoModelForCausalLM.from_pretrained(
-                path,
-                dtype=torch.float32,
-                attn_implementation=attn_implementation,
-                trust_remote_code=trust_remote_code,
-            )
-            self.tokenizer = AutoTokenizer.from_pretrained(
-                path, trust_remote_code=trust_remote_code
-            )
+            model, self.tokenizer = self._load(path, attn_implementation, trust_remote_code)
         except Exception as error:  # transformers raises OSError, ValueError, HFValidationError
             raise ValueError(
                 f"model.path={path!r} is not a model transformers can load "
@@ -301,6 +291,19 @@ class HFCausalLM:
         self._frozen = False
         self._adapter_disabled = False
         self._reference: HFCausalLM | None = None
+
+    def _load(self, path: str, attn_implementation: str, trust_remote_code: bool):
+        """The transformers model (float32) and tokenizer of ``path``; a subclass loads other
+        auto classes (:class:`~unigrpo_kit.models.hf_vision_lm.HFVisionLM`)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=torch.float32,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+        )
+        return model, AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
     @classmethod
     def dry_run_spec(cls, model_cfg: dict, task: Any, folder: Path) -> dict:
@@ -460,12 +463,15 @@ class HFCausalLM:
         cache: Any = None,
         use_cache: bool,
         keep: int,
+        **inputs: Any,
     ) -> tuple[Tensor, Any]:
         """One model call: float32 logits [B, keep, V] of the last ``keep`` columns, and the
-        cache (None unless ``use_cache``)."""
+        cache (None unless ``use_cache``). ``inputs`` go to the model as they are (a vision
+        model's ``pixel_values``)."""
         kwargs: dict[str, Any] = dict(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=use_cache
-        )
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=use_cache,
+            **inputs,
+        )  # fmt: skip
         if cache is not None:
             kwargs[self._cache_key] = cache
         if self._keeps_logits:

@@ -17,7 +17,7 @@ pipeline folder does: ``StableDiffusion3Pipeline.from_pretrained(folder)`` /
   width 16, guidance embedding; in_channels = 4 x the VAE's latent channels, the 2x2 packing), a
   ``CLIPTextModel`` (its pooled output), a ``T5EncoderModel``, an ``AutoencoderKL`` with FLUX's
   scaling and shift factors, and the scheduler with FLUX.1-dev's dynamic (resolution-dependent)
-  shifting.
+  shifting. :func:`save_tiny_flux_kontext`: the same parts as a ``FluxKontextPipeline``.
 
 The default resolution of both is 32 px (latents 4 x 16 x 16: 64 image tokens).
 """
@@ -233,12 +233,20 @@ def tiny_sd3_pipeline(seed: int = 0, *, words: Iterable[str] | None = None, **tr
     return pipe
 
 
-def tiny_flux_pipeline(seed: int = 0, *, words: Iterable[str] | None = None, **transformer: Any):
+def tiny_flux_pipeline(
+    seed: int = 0,
+    *,
+    words: Iterable[str] | None = None,
+    pipeline_class: str = "FluxPipeline",
+    **transformer: Any,
+):
     """A random float32 ``FluxPipeline`` in memory (see the module docstring), initialised under
     ``torch.manual_seed(seed)`` without touching the global random state; ``words`` join the
-    tokenizers' training text; ``transformer`` overrides the ``FluxTransformer2DModel``
-    config."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    tokenizers' training text; ``pipeline_class``: ``"FluxPipeline"`` or
+    ``"FluxKontextPipeline"`` (the same parts); ``transformer`` overrides the
+    ``FluxTransformer2DModel`` config."""
+    import diffusers
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextModel
 
     clip_tokenizer = tiny_clip_tokenizer(words)
@@ -258,7 +266,7 @@ def tiny_flux_pipeline(seed: int = 0, *, words: Iterable[str] | None = None, **t
     settings.update(transformer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        pipe = FluxPipeline(
+        pipe = getattr(diffusers, pipeline_class)(
             transformer=FluxTransformer2DModel(**settings),
             # FLUX.1-dev's scheduler config: resolution-dependent (dynamic) shifting
             scheduler=FlowMatchEulerDiscreteScheduler(
@@ -295,7 +303,14 @@ def save_tiny_flux(folder: str | Path, seed: int = 0, **kw: Any) -> Path:
     return _save(tiny_flux_pipeline(seed, **kw), folder)
 
 
+def save_tiny_flux_kontext(folder: str | Path, seed: int = 0, **kw: Any) -> Path:
+    """:func:`tiny_flux_pipeline` as a ``FluxKontextPipeline`` (the same parts: FLUX.1 Kontext
+    is FLUX.1's architecture) written into ``folder`` with ``save_pretrained``; the folder."""
+    return _save(tiny_flux_pipeline(seed, pipeline_class="FluxKontextPipeline", **kw), folder)
+
+
 __all__ = [
+    "save_tiny_flux_kontext",
     "save_tiny_flux",
     "save_tiny_sd3",
     "tiny_clip_tokenizer",

@@ -60,15 +60,17 @@ def tiny_tokenizer(
     vocab_size: int = 320,
     bos_token: str | None = None,
     chat_template: bool = True,
+    extra_special: Sequence[str] = (),
 ) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained in memory on ``texts`` (any text encodes: the 256
     byte symbols are always in the vocabulary), with ``<unk>``, ``<|endoftext|>`` (eos and pad),
     ``<|im_start|>``, ``<|im_end|>``, an optional ``bos_token``, and (``chat_template=True``) a
-    ChatML chat template. ``vocab_size`` is an upper bound: the merges stop when ``texts`` run
+    ChatML chat template; ``extra_special`` are more special tokens (a vision model's image
+    tokens). ``vocab_size`` is an upper bound: the merges stop when ``texts`` run
     out of pairs."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    specials = [UNK, EOS, IM_START, IM_END] + ([bos_token] if bos_token else [])
+    specials = [UNK, EOS, IM_START, IM_END, *extra_special] + ([bos_token] if bos_token else [])
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -85,7 +87,7 @@ def tiny_tokenizer(
         eos_token=EOS,
         pad_token=EOS,
         bos_token=bos_token,
-        additional_special_tokens=[IM_START, IM_END],
+        additional_special_tokens=[IM_START, IM_END, *extra_special],
     )
     if chat_template:
         tokenizer.chat_template = CHATML_TEMPLATE
@@ -172,6 +174,99 @@ def save_tiny_causal_lm(
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+
+
+def tiny_vision_lm(tokenizer: PreTrainedTokenizerBase, *, seed: int = 0) -> PreTrainedModel:
+    """A random float32 ``Qwen2_5_VLForConditionalGeneration`` built from its config class: a
+    2-layer language model of width 32 (M-RoPE sections 2 + 3 + 3) and a 2-block vision tower
+    of width 16 (patch 4, 2x2 merge, window attention in block 0, full in block 1), its token
+    ids those of ``tokenizer``'s :data:`VISION_TOKENS`."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    start, end, image, video = tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+            rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+            bos_token_id=None,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=False,
+        ),
+        vision_config=dict(
+            depth=2,
+            hidden_size=16,
+            intermediate_size=32,
+            num_heads=2,
+            patch_size=4,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=16,
+            fullatt_block_indexes=[1],
+            out_hidden_size=32,
+            in_channels=3,
+        ),
+        image_token_id=image,
+        video_token_id=video,
+        vision_start_token_id=start,
+        vision_end_token_id=end,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    return model.float().eval()
+
+
+def save_tiny_vision_lm(
+    folder: str | Path, texts: Sequence[str] | None = None, *, seed: int = 0
+) -> Path:
+    """A tiny random Qwen2.5-VL (:func:`tiny_vision_lm`), its ChatML tokenizer with the vision
+    tokens (:func:`tiny_tokenizer`) and Qwen2-VL's image processor (patch 4, 2x2 merge, images
+    of 16-64 px kept at their size) written with ``save_pretrained`` into ``folder``, which
+    ``AutoModelForImageTextToText`` / ``AutoTokenizer`` / ``AutoImageProcessor`` then read as a
+    user's model folder. The generation config stops on ``<|im_end|>`` and eos. Returns the
+    folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = tiny_tokenizer(
+        DEFAULT_TEXTS if texts is None else texts, extra_special=VISION_TOKENS
+    )
+    model = tiny_vision_lm(tokenizer, seed=seed)
+    model.generation_config.eos_token_id = [
+        tokenizer.eos_token_id,
+        tokenizer.convert_tokens_to_ids(IM_END),
+    ]
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    _tiny_image_processor().save_pretrained(folder)
+    return folder
+
+
+def _tiny_image_processor():
+    """Qwen2-VL's image processor (the torchvision one where torchvision is installed, else the
+    PIL one) with the tiny vision tower's patching."""
+    settings = dict(
+        patch_size=4, merge_size=2, temporal_patch_size=2, min_pixels=16 * 16, max_pixels=64 * 64
+    )
+    try:
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+        return Qwen2VLImageProcessor(**settings)
+    except ImportError:  # no torchvision
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+            Qwen2VLImageProcessorPil,
+        )
+
+        return Qwen2VLImageProcessorPil(**settings)
 
 
 # What a shrunk config keeps small; keys a config lacks are left alone.

@@ -212,7 +212,10 @@ class RolloutEngine:
             num_rows=n,
         )
         images = self.painter.decode_images(trajectory.final)
-        image = ImageSegmentRecord(trajectory, run.active.clone(), self.guidance_scale, images)
+        clamp = getattr(self.policy, "clamp_context", True)
+        image = ImageSegmentRecord(
+            trajectory, run.active.clone(), self.guidance_scale, images, clamp
+        )
         run.segments.append(image)
         return image
 

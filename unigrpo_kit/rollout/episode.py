@@ -54,18 +54,22 @@ class ImageSegmentRecord:
     the clean image later segments see (the final latents clamped to [-1, 1]). ``active`` [N]
     marks the rows that painted this image. ``images`` [N, 3, H, W] in [0, 1] are the final
     latents decoded by the painter (``ImagePolicy.decode_images``), what rewards see.
+    ``clamp`` False: ``context_latents`` are the final latents as they are (a latent-space
+    painter, whose latents are not bounded; the policy's ``clamp_context`` says which).
     """
 
     trajectory: Trajectory
     active: torch.Tensor
     guidance_scale: float
     images: torch.Tensor
+    clamp: bool = True
 
     kind = "image"
 
     @property
     def context_latents(self) -> torch.Tensor:
-        return self.trajectory.final.clamp(-1, 1)
+        final = self.trajectory.final
+        return final.clamp(-1, 1) if self.clamp else final
 
 
 @dataclass
@@ -146,7 +150,7 @@ class EpisodeBatch:
                 t.sigmas,
             )
             return ImageSegmentRecord(
-                trajectory, seg.active[rows], seg.guidance_scale, seg.images[rows]
+                trajectory, seg.active[rows], seg.guidance_scale, seg.images[rows], seg.clamp
             )
 
         return EpisodeBatch(

@@ -123,6 +123,12 @@ class PromptFile:
         pool = [p for name in names for p in self._split(name)]
         return [rng.choice(pool) for _ in range(n)]
 
+    @staticmethod
+    def ends_episode(reflection: str) -> bool:
+        """Whether a reflection ends a multi-round episode: the model said ``done`` (case and
+        surrounding spaces and end punctuation aside)."""
+        return reflection.strip().rstrip(".!").strip().lower() == "done"
+
     def eval_prompts(self, n: int = 300, seed: int = 0, split: str = "eval") -> list[FilePrompt]:
         """The first ``n`` distinct prompts of ``split`` in an order fixed by ``seed`` (all of
         them when the split has fewer)."""

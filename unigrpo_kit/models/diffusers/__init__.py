@@ -28,18 +28,29 @@ the kit's protocol around them:
   it; ``model.transformer`` puts it over the base pipeline of ``model.path``).
 
 ``type="DiffusersFlowPolicy"`` picks the family from ``model_index.json``'s ``_class_name``
-(:data:`FAMILIES`); ``type="SD3Policy"`` / ``"FluxPolicy"`` name it.
+(:data:`FAMILIES`); ``type="SD3Policy"`` / ``"FluxPolicy"`` / ``"FluxKontextPolicy"`` (the
+editor: FLUX.1 Kontext, which paints from a reference image and an instruction) name it.
 """
 
 from .base import DiffusersFlowPolicy
-from .context import PromptEmbeddings
+from .context import EditEmbeddings, PromptEmbeddings
 from .flux import FluxPolicy
+from .kontext import FluxKontextPolicy
 from .sd3 import SD3Policy
 
 # The pipelines a policy trains, by model_index.json's _class_name.
 FAMILIES: dict[str, type[DiffusersFlowPolicy]] = {
     SD3Policy.pipeline_class_name: SD3Policy,
     FluxPolicy.pipeline_class_name: FluxPolicy,
+    FluxKontextPolicy.pipeline_class_name: FluxKontextPolicy,
 }
 
-__all__ = ["FAMILIES", "DiffusersFlowPolicy", "FluxPolicy", "PromptEmbeddings", "SD3Policy"]
+__all__ = [
+    "FAMILIES",
+    "DiffusersFlowPolicy",
+    "EditEmbeddings",
+    "FluxKontextPolicy",
+    "FluxPolicy",
+    "PromptEmbeddings",
+    "SD3Policy",
+]

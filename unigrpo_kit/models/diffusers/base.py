@@ -231,8 +231,7 @@ class DiffusersFlowPolicy:
                 part.requires_grad_(False).eval()
         self.pipe.to(self._device)
         self.module: torch.nn.Module = self.pipe.transformer
-        self._prompt_cache: OrderedDict[str, tuple[Tensor, Tensor]] = OrderedDict()
-        self._text_ids: Tensor | None = None
+        self._prompt_cache: OrderedDict[str, tuple[Tensor, Tensor, Tensor | None]] = OrderedDict()
         self._frozen = False
         self._adapter_disabled = False
         self._reference: DiffusersFlowPolicy | None = None
@@ -377,10 +376,10 @@ class DiffusersFlowPolicy:
         missing = [text for text in dict.fromkeys(texts) if text not in self._prompt_cache]
         if missing:
             embeds, pooled, text_ids = self._encode_prompt(missing)
-            if text_ids is not None:
-                self._text_ids = text_ids.float()
+            text_ids = None if text_ids is None else text_ids.float()
             for i, text in enumerate(missing):
-                self._prompt_cache[text] = (embeds[i].float(), pooled[i].float())
+                # the ids with each entry: the reference shares the cache, not this policy's state
+                self._prompt_cache[text] = (embeds[i].float(), pooled[i].float(), text_ids)
         rows = [self._prompt_cache[text] for text in texts]
         for text in texts:
             self._prompt_cache.move_to_end(text)
@@ -389,7 +388,7 @@ class DiffusersFlowPolicy:
         return PromptEmbeddings(
             torch.stack([row[0] for row in rows]),
             torch.stack([row[1] for row in rows]),
-            self._text_ids,
+            rows[0][2] if rows else None,
         )
 
     def prompt_context(self, texts: Sequence[str]) -> tuple[list[Any], PromptEmbeddings]:

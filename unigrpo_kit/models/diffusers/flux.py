@@ -87,16 +87,23 @@ class FluxPolicy(DiffusersFlowPolicy):
             guidance = torch.full_like(sigma, self.guidance)
         if self._img_ids is None:
             self._img_ids = self._image_ids()
-        return self.module(
-            hidden_states=latents,
+        hidden, img_ids = self._hidden_states(context, latents)
+        out = self.module(
+            hidden_states=hidden,
             timestep=timestep / 1000,
             guidance=guidance,
             pooled_projections=context.pooled_projections,
             encoder_hidden_states=context.prompt_embeds,
             txt_ids=context.text_ids,
-            img_ids=self._img_ids,
+            img_ids=img_ids,
             return_dict=False,
         )[0]
+        return out[:, : latents.shape[1]]
+
+    def _hidden_states(self, context: PromptEmbeddings, latents: Tensor) -> tuple[Tensor, Tensor]:
+        """The image tokens the transformer reads and their ids: the latents alone (an editor
+        appends its reference image's tokens, :class:`~.kontext.FluxKontextPolicy`)."""
+        return latents, self._img_ids
 
     def _unpack(self, latents: Tensor) -> Tensor:
         return self.pipe._unpack_latents(
