@@ -102,6 +102,7 @@ rollout = dict(
     max_rounds=2,
     guidance_scale=1.0,
     shared_noise=False,
+    split_groups=False,  # True: a group's episodes may spread over ranks (docs/distributed.md)
     prompt_splits="train",
     text_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=128),
     reflection_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=48),
@@ -110,4 +111,6 @@ rollout = dict(
 )
 schedule = dict(steps=300, save_every=20, sample_every=10)
 evaluation = dict(num_prompts=64, steps=28, seed=0, split="eval", guidance_scale=1.0)
+# torchrun runs (train --nproc N): docs/distributed.md
+distributed = dict(strategy="ddp", backend="auto", timeout_s=300)
 seed = 0

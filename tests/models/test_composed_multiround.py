@@ -16,7 +16,6 @@ second image of a row that stopped; the direction of learning with both parts tr
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
@@ -280,11 +279,7 @@ class LetterCount(Reward):
 
 def fresh(trainer, measure) -> float:
     """``measure(batch)`` of rollouts drawn with a fixed seed (the trainer's streams kept)."""
-    rng, generator = trainer.rng, trainer.generator
-    trainer.rng, trainer.generator = random.Random(99), torch.Generator().manual_seed(99)
-    batch = trainer.collect()
-    trainer.rng, trainer.generator = rng, generator
-    return measure(batch)
+    return measure(trainer.collect(stream_seed=99))
 
 
 def letters(batch) -> float:
