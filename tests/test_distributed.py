@@ -8,6 +8,7 @@ Each test starts real processes with PyTorch's launcher (``torch.distributed.run
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,10 +110,10 @@ CLI_TINY = [
 ]  # fmt: skip
 
 
-def cli_train(work_dir: Path, *extra: str, wait: bool = True):
+def cli_train(work_dir: Path, *extra: str, wait: bool = True, nproc: int = 2):
     command = [sys.executable, "-m", "unigrpo_kit.cli", "train",
                str(REPO / "recipes" / "unified_multiround.py"), "--work-dir", str(work_dir),
-               "--quiet", "--nproc", "2", *extra]  # fmt: skip
+               "--quiet", "--nproc", str(nproc), *extra]  # fmt: skip
     for option in CLI_TINY:
         command += ["--cfg-options", option]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -163,11 +164,18 @@ def test_a_killed_rank_stops_the_run_and_resume_finishes_it(tmp_path):
     assert last.startswith("error: rank 1") and "SIGKILL" in last and "intact" in last, last
     assert "--resume" in last
 
+    alone = tmp_path / "alone"  # the same checkpoint resumed by one process
+    shutil.copytree(killed, alone)
     resumed = cli_train(killed, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    again = metrics(killed)
-    assert [m["step"] for m in again] == [1, 2, 3, 4]
-    for one, other in zip(expected, again, strict=True):
-        assert other["reward/mean"] == one["reward/mean"], one["step"]
-        for key in ("loss/text", "loss/image", "grad_norm"):
-            assert other[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), (one["step"], key)
+    resumed = cli_train(alone, "--resume", nproc=1)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for work_dir in (killed, alone):
+        again = metrics(work_dir)
+        assert [m["step"] for m in again] == [1, 2, 3, 4]
+        for one, other in zip(expected, again, strict=True):
+            assert other["reward/mean"] == one["reward/mean"], (work_dir.name, one["step"])
+            for key in ("loss/text", "loss/image", "grad_norm"):
+                assert other[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), (
+                    work_dir.name, one["step"], key,
+                )  # fmt: skip

@@ -182,7 +182,9 @@ RULES: dict[str, Check] = {
     "evaluation.split": Check(lambda v: isinstance(v, str) and bool(v), "a split, e.g. 'eval'"),
     "evaluation.guidance_scale": number(0),
     "distributed.strategy": Check(
-        lambda v: v in ("ddp", "fsdp2"), "'ddp' (replicas, gradients all-reduced) or 'fsdp2'"
+        lambda v: v == "ddp",
+        "'ddp' (replicas, gradients all-reduced; FSDP2 sharding is not built yet, see "
+        "docs/distributed.md)",
     ),
     "distributed.backend": Check(
         lambda v: v in ("auto", "gloo", "nccl"), "'auto' (NCCL on CUDA, else gloo), 'gloo', 'nccl'"
