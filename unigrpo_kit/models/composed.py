@@ -475,7 +475,7 @@ def _build_part(
         spec = _part_dict(role, spec, defaults)
     if device is not None:
         spec["device"] = device
-    if not spec.get("path"):
+    if not spec.get("path") and not spec.get("checkpoint"):  # TinyUnified names a checkpoint
         raise ValueError(
             f"model.{role}.path={spec.get('path')!r} is empty; set it to the {role}'s model "
             "folder (save_pretrained layout) or hub id"

@@ -236,6 +236,7 @@ class TinyUnifiedPolicy:
         and ``unigrpo_policy.json``; ``extra`` joins ``config.json``."""
         require_finite_weights(self.module, f"save {folder}")
         folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)  # e.g. a part's sub-folder of a composition
         write_model_files(self.module, self.tokenizer, folder, extra)
         meta = {"type": "TinyUnified", "kwargs": {"checkpoint": ".", **self.init_kwargs}}
         (folder / POLICY_FILE).write_text(json.dumps(meta, indent=2))
