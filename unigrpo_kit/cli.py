@@ -467,11 +467,13 @@ def _in_vocabulary(texts: list[str], policy) -> list[str]:
 def _register_tools() -> None:
     """Commands whose logic lives in their own modules."""
     from unigrpo_kit.bench.command import bench
+    from unigrpo_kit.plot_command import plot
     from unigrpo_kit.reward_server import serve_reward_command
     from unigrpo_kit.sweep.command import ablate
 
     app.command("bench")(bench)
     app.command("ablate")(ablate)
+    app.command("plot")(plot)
     app.command("serve-reward")(serve_reward_command)
 
 

@@ -175,6 +175,7 @@ RULES: dict[str, Check] = {
     "schedule.steps": integer(1),
     "schedule.save_every": optional(integer(0), "like 0: save at the last step only"),
     "schedule.sample_every": optional(integer(0), "like 0: no sample grids"),
+    "schedule.log_every": optional(integer(0), "like 0: log lines at the first and last step only"),
     "evaluation.num_prompts": integer(1, MAX_EVAL_PROMPTS),
     "evaluation.steps": integer(1),
     "evaluation.seed": integer(0),

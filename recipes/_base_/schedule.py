@@ -1,4 +1,5 @@
-schedule = dict(steps=120, save_every=20, sample_every=20)
+# log_every: one compact progress line every N steps when the output is not a terminal.
+schedule = dict(steps=120, save_every=20, sample_every=20, log_every=10)
 # split: "eval" (held-out phrasings, the reported score) or "train" (the phrasings RL saw).
 evaluation = dict(num_prompts=140, steps=20, seed=0, split="eval")
 seed = 0

@@ -69,6 +69,6 @@ rollout = dict(
     image_sampler=dict(type="FlowSDE", noise_level=0.7),
     window=dict(type="FixedWindow", window_size=3, window_range=(0, 5)),
 )
-schedule = dict(steps=300, save_every=20, sample_every=10)
+schedule = dict(steps=300, save_every=20, sample_every=10, log_every=10)
 evaluation = dict(num_prompts=64, steps=40, seed=0, split="eval", guidance_scale=1.0)
 seed = 0

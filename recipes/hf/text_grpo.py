@@ -47,6 +47,6 @@ rollout = dict(
     prompt_splits="train",
     text_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=256),
 )
-schedule = dict(steps=200, save_every=50, sample_every=10)
+schedule = dict(steps=200, save_every=50, sample_every=10, log_every=10)
 evaluation = dict(num_prompts=300, seed=0, split="eval")
 seed = 0

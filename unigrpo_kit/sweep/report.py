@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from ..plots import draw_mean_band
 from .plan import Cell, Sweep, read_result, write_text_atomic
 
 METRICS = (
@@ -191,16 +192,9 @@ def plot_reward_curves(summaries: list[CellSummary], path: Path) -> None:
 
     figure, axes = plt.subplots(figsize=(8, 4.5))
     for s in summaries:
-        curves = [r["reward_curve"] for r in s.done]
-        if not curves:
-            continue
-        length = min(len(c) for c in curves)
-        steps = list(range(1, length + 1))
-        columns = [[c[i] for c in curves] for i in range(length)]
-        line = axes.plot(steps, [sum(c) / len(c) for c in columns], label=s.cell.name)[0]
-        if len(curves) > 1:
-            low, high = [min(c) for c in columns], [max(c) for c in columns]
-            axes.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        curves = [(list(range(1, len(c) + 1)), c) for c in (r["reward_curve"] for r in s.done)]
+        if curves:
+            draw_mean_band(axes, curves, s.cell.name)
     axes.set_xlabel("training step")
     axes.set_ylabel("reward/mean (band: min-max over seeds)")
     axes.grid(alpha=0.3)
