@@ -146,5 +146,13 @@ def build_trackers(cfg, work_dir: Path) -> list:
                 f"trackers[{index}].type {kind!r} is not a tracker; known: "
                 f"{', '.join(TRACKERS)} (TensorBoard is always on)"
             )
-        built.append(TRACKERS[kind](Path(work_dir), **spec))
+        try:
+            built.append(TRACKERS[kind](Path(work_dir), **spec))
+        except TrackerError:
+            raise
+        except Exception as error:  # the client refused its settings (a URI, a project)
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise TrackerError(
+                f"trackers[{index}] ({kind}) could not start: {type(error).__name__}: {first}"
+            ) from None
     return built
