@@ -39,7 +39,7 @@ def fake_run(folder: Path, rewards: list[float], seed: int = 0, lr: float = 1e-4
             "time/step_s": 0.5,
         }
         lines.append(json.dumps(record))
-    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n{\"step\": 9, \"rew")  # torn
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 9, "rew')  # torn
     return folder
 
 

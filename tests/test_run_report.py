@@ -39,7 +39,9 @@ def report(tmp_path, *, terminal: bool, quiet: bool = False, log_every: int = 3)
 
 def test_log_line_reads_at_a_glance():
     line = log_line(metrics(20), 120, elapsed_s=3725)
-    assert line == "step 20/120  reward 0.500  loss text -0.0100 image +0.0020  1.25 s/step  1:02:05"
+    assert (
+        line == "step 20/120  reward 0.500  loss text -0.0100 image +0.0020  1.25 s/step  1:02:05"
+    )
 
 
 def test_lines_every_n_steps_without_a_terminal(tmp_path, capsys):
@@ -60,7 +62,9 @@ def test_no_lines_on_a_terminal_or_when_quiet(tmp_path, capsys):
 def test_config_goes_to_tensorboard_as_a_code_block(tmp_path):
     rep = report(tmp_path, terminal=True)
     text = rep.writer.texts["config"]
-    assert "    schedule = dict(" in text and all(line.startswith("    ") for line in text.split("\n"))
+    assert "    schedule = dict(" in text and all(
+        line.startswith("    ") for line in text.split("\n")
+    )
 
 
 def test_a_failing_plot_warns_once_and_the_run_goes_on(tmp_path, capsys):

@@ -22,8 +22,7 @@ def plot(
         list[str] | None,
         typer.Option(
             "--metric",
-            help="A metrics.jsonl key to draw, one panel each (repeatable). Default: "
-            "reward/mean.",
+            help="A metrics.jsonl key to draw, one panel each (repeatable). Default: reward/mean.",
         ),
     ] = None,
 ) -> None:

@@ -1,9 +1,10 @@
 """PNG plots of runs, drawn from their ``metrics.jsonl`` alone (no TensorBoard, no code).
 
 :func:`plot_run` writes a run's ``plots/overview.png`` (a panel per group of :data:`PANELS`)
-and ``plots/reward.png`` (``train`` calls it at every sample step and at the end); :func:`plot_runs` overlays several
-runs in one PNG (``unigrpo-kit plot``), with runs that differ only in their seed drawn as one
-curve: the mean over the seeds and a min-max band, as ``ablate``'s ``reward_curves.png``.
+and ``plots/reward.png`` (``train`` calls it at every sample step and at the end);
+:func:`plot_runs` overlays several runs in one PNG (``unigrpo-kit plot``), with runs that
+differ only in their seed drawn as one curve: the mean over the seeds and a min-max band, as
+``ablate``'s ``reward_curves.png``.
 """
 
 from __future__ import annotations

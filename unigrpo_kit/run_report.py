@@ -33,10 +33,12 @@ def log_line(metrics: dict, total_steps: int, elapsed_s: float) -> str:
     run (or the resume) started."""
     minutes, seconds = divmod(int(elapsed_s), 60)
     hours, minutes = divmod(minutes, 60)
+    nan = float("nan")
     return (
-        f"step {metrics['step']}/{total_steps}  reward {metrics.get('reward/mean', float('nan')):.3f}"
-        f"  loss text {metrics.get('loss/text', 0.0):+.4f} image {metrics.get('loss/image', 0.0):+.4f}"
-        f"  {metrics.get('time/step_s', float('nan')):.2f} s/step  {hours}:{minutes:02d}:{seconds:02d}"
+        f"step {metrics['step']}/{total_steps}  reward {metrics.get('reward/mean', nan):.3f}"
+        f"  loss text {metrics.get('loss/text', 0.0):+.4f}"
+        f" image {metrics.get('loss/image', 0.0):+.4f}"
+        f"  {metrics.get('time/step_s', nan):.2f} s/step  {hours}:{minutes:02d}:{seconds:02d}"
     )
 
 

@@ -12,8 +12,9 @@ Every other key of an entry goes to the client as it is (``wandb.init(**kwargs)`
 and as a ``config.py`` file), every step's metrics and the sample grids. The clients are
 imported only when a recipe names them; a missing one, or an unknown ``type``, is a one-line
 error (:class:`TrackerError`) before the first step. A tracker that fails later (a network
-error, a full disk) warns once and is dropped: the run goes on. The plain clients rather than mmengine's visualisation backends: those need
-``mmengine`` proper (with OpenCV), and the kit depends on ``mmengine-lite``.
+error, a full disk) warns once and is dropped: the run goes on. The plain clients rather than
+mmengine's visualisation backends: those need ``mmengine`` proper (with OpenCV), and the kit
+depends on ``mmengine-lite``.
 """
 
 from __future__ import annotations
@@ -101,9 +102,7 @@ class MLflowTracker:
         mlflow = _import("mlflow", "mlflow")
         self.client = mlflow.MlflowClient(tracking_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
-        experiment_id = (
-            found.experiment_id if found else self.client.create_experiment(experiment)
-        )
+        experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
         run_name = run_name or Path(work_dir).resolve().name
         self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
 
