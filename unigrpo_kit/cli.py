@@ -330,15 +330,27 @@ def evaluate(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON object last.")
     ] = False,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="Also score this model (checkpoint folder or shipped name, e.g. tiny-base) on "
+            "the same prompts; print the difference and its standard error. Default: the "
+            "recipe's model, when a checkpoint is evaluated."
+        ),
+    ] = None,
+    no_baseline: Annotated[
+        bool, typer.Option("--no-baseline", help="Score the checkpoint alone.")
+    ] = False,
     dry_run: DryRun = False,
 ) -> None:
     """Score a checkpoint with the task's evaluation protocol (for ShapeWorld: strict,
-    partial, per category, quality)."""
+    partial, per category, quality), beside its base model's scores."""
     import json
     import tempfile
 
     import torch
 
+    from unigrpo_kit import baseline as baseline_mod
     from unigrpo_kit.evaluation import evaluate_recipe
     from unigrpo_kit.guard import RunStopped
 
@@ -351,9 +363,14 @@ def evaluate(
         cfg, policy, source = _load_for_eval(cfg, checkpoint, work_dir, dry_run, tmp)
         try:
             count = _eval_prompt_count(cfg, num_prompts)
+            if not (no_baseline or dry_run):
+                base = baseline_mod.base_policy(cfg, baseline, source, checkpoint or source)
+                if base is not None:
+                    _eval_with_baseline(cfg, policy, source, base, count, seed, json_output)
+                    return
             scores = evaluate_recipe(cfg, policy, num_prompts=count, seed=seed)
         except (*_user_errors(), RunStopped) as error:
-            _fail(_error_line(error))
+            _fail(_error_line(error, baseline))
     table = Table(title=f"eval of {source}", title_justify="left")
     table.add_column("metric", style="bold cyan")
     table.add_column("value", justify="right")
@@ -362,6 +379,25 @@ def evaluate(
     Console(stderr=json_output).print(table)
     if json_output:
         typer.echo(json.dumps({"checkpoint": source, **scores}))
+
+
+def _eval_with_baseline(cfg, policy, source, base, count, seed, json_output) -> None:
+    """``eval``'s table and JSON with the base model's scores, the differences and their
+    standard errors (:mod:`unigrpo_kit.baseline`)."""
+    import json
+
+    from unigrpo_kit import baseline as baseline_mod
+
+    base_policy, base_name = base
+    ours = baseline_mod.scored(cfg, policy, num_prompts=count, seed=seed)
+    theirs = baseline_mod.scored(cfg, base_policy, num_prompts=count, seed=seed)
+    diff = baseline_mod.compare(ours, theirs)
+    title = f"eval of {source}\nagainst {base_name} (diff: paired over the same prompts)"
+    table = baseline_mod.comparison_table(title, ours, theirs, diff)
+    Console(stderr=json_output).print(table)
+    if json_output:
+        extra = {"baseline": baseline_mod.baseline_json(base_name, theirs, diff)}
+        typer.echo(json.dumps({"checkpoint": source, **ours.scores, **extra}))
 
 
 @app.command(context_settings=EXTRA_ARGS)
