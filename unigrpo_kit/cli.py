@@ -370,7 +370,7 @@ def evaluate(
                     return
             scores = evaluate_recipe(cfg, policy, num_prompts=count, seed=seed)
         except (*_user_errors(), RunStopped) as error:
-            _fail(_error_line(error, baseline))
+            _fail(_error_line(error))
     table = Table(title=f"eval of {source}", title_justify="left")
     table.add_column("metric", style="bold cyan")
     table.add_column("value", justify="right")
