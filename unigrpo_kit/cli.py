@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from unigrpo_kit import __version__
+from unigrpo_kit.cli_help import hide_flag_types
 from unigrpo_kit.registry import ALL_REGISTRIES, KitRegistry
 
 app = typer.Typer(
@@ -59,13 +59,11 @@ def _registry_key(kind: str) -> str:
 
 
 def _summary(component: object) -> str:
-    """The summary of a component's own docstring (not one inherited from a base class).
+    """The first sentence of a component's own docstring (not one inherited from a base
+    class), in plain words: :func:`unigrpo_kit.docstrings.summary`."""
+    from unigrpo_kit.docstrings import summary
 
-    That is the first line, joined with the lines that continue it up to the first blank line,
-    because many summaries wrap at the line length and a cut line would end mid-sentence.
-    """
-    docstring = inspect.cleandoc(getattr(component, "__doc__", None) or "")
-    return " ".join(docstring.split("\n\n", 1)[0].split())
+    return summary(component)
 
 
 def _component_table(key: str, registry: KitRegistry, names: list[str]) -> Table:
@@ -514,6 +512,7 @@ def _register_tools() -> None:
 
 
 _register_tools()
+hide_flag_types()
 
 
 if __name__ == "__main__":  # python -m unigrpo_kit.cli, where the kit is not pip-installed
