@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from rich.table import Table
 
-from .evaluation import evaluate_recipe, recording_episodes
+from . import evaluation
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ class Comparison:
 
 def scored(cfg, policy, *, num_prompts: int | None, seed: int | None) -> Scored:
     """:func:`evaluate_recipe` of ``policy``, keeping its per-episode rows."""
-    with recording_episodes() as rows:
-        scores = evaluate_recipe(cfg, policy, num_prompts=num_prompts, seed=seed)
+    with evaluation.recording_episodes() as rows:
+        scores = evaluation.evaluate_recipe(cfg, policy, num_prompts=num_prompts, seed=seed)
     return Scored(scores, list(rows))
 
 

@@ -102,7 +102,7 @@ def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
     return steps, values
 
 
-def smooth(values: list[float], weight: float = 0.8) -> list[float]:
+def smooth(values: list[float], weight: float = 0.6) -> list[float]:
     """TensorBoard's debiased exponential moving average (``weight`` 0 = no smoothing)."""
     out, last, norm = [], 0.0, 0.0
     for value in values:
