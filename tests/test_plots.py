@@ -111,3 +111,19 @@ def test_plot_command_errors_are_one_line(tmp_path):
     args = ["plot", str(run), "--out", out, "--metric", "reward/meen"]
     assert_user_error(runner.invoke(app, args), "reward/meen", "reward/mean")
     assert_user_error(runner.invoke(app, ["plot", str(run), "--out", "x.jpg"]), ".png")
+
+
+def test_a_sweep_folder_expands_to_its_runs_grouped_by_cell(tmp_path):
+    sweep = tmp_path / "ablate_x"
+    a0 = fake_run(sweep / "lr=1" / "seed0", [0.0, 0.2], seed=0)
+    a1 = fake_run(sweep / "lr=1" / "seed1", [0.2, 0.4], seed=1)
+    b0 = fake_run(sweep / "lr=2" / "seed0", [0.1, 0.1], seed=0, lr=1e-3)
+    (sweep / "untrained_base").mkdir()  # the base row's folder holds no run
+    runs = plots.expand_runs([sweep])
+    assert runs == [a0, a1, b0]
+    labels = [group.label for group in plots.group_runs(runs)]
+    assert labels == ["lr=1 (seeds 0, 1: mean, min-max band)", "lr=2/seed0"]
+    out = tmp_path / "sweep.png"
+    result = runner.invoke(app, ["plot", str(sweep), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,10 +7,12 @@ from pathlib import Path
 
 from cli_helpers import TINY_RUN, options
 from mmengine.config import Config
+from PIL import Image
 from typer.testing import CliRunner
 
 from unigrpo_kit.cli import app
 from unigrpo_kit.run_report import RunReport, log_line
+from unigrpo_kit.visualize import MARK_COLORS
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -89,6 +91,9 @@ def test_train_without_a_terminal_logs_plots_and_feeds_tensorboard(tiny_checkpoi
     assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
     assert "s/step" in lines[0] and "reward" in lines[0]
     assert {p.name for p in (work_dir / "plots").iterdir()} == {"overview.png", "reward.png"}
+    with Image.open(work_dir / "samples" / "step_000002.png") as grid:
+        bar = grid.convert("RGB").getpixel((1, 10))  # each row: the judge's pass / fail bar
+    assert bar in MARK_COLORS.values()
     events = EventAccumulator(str(work_dir / "tb"), size_guidance={"images": 0}).Reload()
     assert [e.step for e in events.Images("samples")] == [2, 3]
     assert "config/text_summary" in events.Tags()["tensors"]

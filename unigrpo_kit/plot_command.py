@@ -12,8 +12,8 @@ def plot(
     runs: Annotated[
         list[Path],
         typer.Argument(
-            help="Run work dirs (each holds a metrics.jsonl); runs that differ only in their "
-            "seed are drawn as one mean curve with a min-max band.",
+            help="Run work dirs (each holds a metrics.jsonl) or ablate sweep folders; runs "
+            "that differ only in their seed are drawn as one mean curve with a min-max band.",
             show_default=False,
         ),
     ],
@@ -27,7 +27,7 @@ def plot(
     ] = None,
 ) -> None:
     """Overlay runs' training curves in one PNG (a run's own plots are in its plots/ folder)."""
-    from unigrpo_kit.plots import plot_runs
+    from unigrpo_kit.plots import expand_runs, plot_runs
 
     def fail(message: str) -> None:
         typer.echo(f"error: {message}", err=True)
@@ -37,11 +37,8 @@ def plot(
         fail(f"--out {out} must be a .png file, e.g. --out runs.png")
     if not out.parent.is_dir():
         fail(f"--out {out}: the folder {out.parent} does not exist; create it first")
-    for run in runs:
-        if not (run / "metrics.jsonl").is_file():
-            fail(f"{run} is not a run: it holds no metrics.jsonl (give a train --work-dir)")
     try:
-        plot_runs(runs, out, metric)
-    except ValueError as error:
+        plot_runs(expand_runs(runs), out, metric)
+    except (FileNotFoundError, ValueError) as error:
         fail(str(error))
     typer.echo(f"wrote {out}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,16 +249,42 @@ def group_runs(runs: list[Path]) -> list[RunGroup]:
     for group in groups.values():
         if len(group.runs) > 1:
             seeds = ", ".join(str(s) for s in group.seeds)
+            cells = {run.resolve().parent.name for run in group.runs}
+            if all(_is_seed_folder(run) for run in group.runs) and len(cells) == 1:
+                group.label = cells.pop()  # the sweep's cell
             group.label = f"{group.label} (seeds {seeds}: mean, min-max band)"
     return list(groups.values())
+
+
+def _is_seed_folder(run: Path) -> bool:
+    return re.fullmatch(r"seed\d+", run.resolve().name) is not None
 
 
 def _name(run: Path) -> str:
     """A run's label: its folder, with the parent when the folder is a seed of a sweep cell."""
     run = run.resolve()
-    if run.name.startswith("seed") and run.parent.name:
+    if _is_seed_folder(run) and run.parent.name:
         return f"{run.parent.name}/{run.name}"
     return run.name
+
+
+def expand_runs(paths: list[str | Path]) -> list[Path]:
+    """The run folders that ``paths`` name: a run folder (it holds ``metrics.jsonl``) as it is,
+    an ``ablate`` sweep folder as its ``<cell>/seed<k>`` runs, in sorted order. A
+    FileNotFoundError names a path that is neither."""
+    runs = []
+    for path in map(Path, paths):
+        if (path / "metrics.jsonl").is_file():
+            runs.append(path)
+            continue
+        found = sorted(p.parent for p in path.glob("*/seed*/metrics.jsonl"))
+        if not found:
+            raise FileNotFoundError(
+                f"{path} is not a run (no metrics.jsonl) nor an ablate sweep (no "
+                "<cell>/seed<k>/metrics.jsonl); give a train --work-dir"
+            )
+        runs.extend(found)
+    return runs
 
 
 def draw_mean_band(axes, curves: list[tuple[list[int], list[float]]], label: str) -> None:
