@@ -71,3 +71,16 @@ def test_a_client_that_refuses_its_settings_is_a_tracker_error(tmp_path, monkeyp
     cfg = Config(dict(trackers=[dict(type="mlflow", tracking_uri="nosuchscheme://x")]))
     with pytest.raises(TrackerError, match=r"trackers\[0\] \(mlflow\) could not start"):
         build_trackers(cfg, tmp_path)
+
+
+def test_a_recipe_naming_an_unknown_tracker_is_refused_before_anything_is_written(tmp_path):
+    from cli_helpers import assert_user_error
+    from typer.testing import CliRunner
+
+    from unigrpo_kit.cli import app
+
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "unified_single_round.py")
+    args = ["train", recipe, "--work-dir", str(tmp_path / "run")]
+    args += ["--cfg-options", "trackers=[{'type': 'neptune'}]"]
+    assert_user_error(CliRunner().invoke(app, args), "trackers", "wandb", "mlflow")
+    assert not (tmp_path / "run").exists()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .recipe import RecipeError
+from .trackers import TRACKERS
 
 # The sections of a runnable recipe, in the order a reader meets them in recipes/.
 REQUIRED_SECTIONS = (
@@ -181,6 +182,13 @@ RULES: dict[str, Check] = {
     "evaluation.seed": integer(0),
     "evaluation.split": Check(lambda v: isinstance(v, str) and bool(v), "a split, e.g. 'eval'"),
     "evaluation.guidance_scale": number(0),
+    "trackers": Check(
+        lambda v: (
+            isinstance(v, (list, tuple))
+            and all(isinstance(t, Mapping) and t.get("type") in TRACKERS for t in v)
+        ),
+        "a list of dict(type='wandb' | 'mlflow', ...) (TensorBoard is always on), or []",
+    ),
 }
 
 # Keys the trainer and the evaluation read without a default.

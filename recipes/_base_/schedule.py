@@ -4,3 +4,7 @@ schedule = dict(steps=120, save_every=20, sample_every=20, log_every=10)
 evaluation = dict(num_prompts=140, steps=20, seed=0, split="eval")
 seed = 0
 threads = 2
+# Experiment trackers beside TensorBoard (always on), e.g.
+# [dict(type="wandb", project="unigrpo", mode="offline"), dict(type="mlflow")]: see
+# unigrpo_kit/trackers.py and the `wandb` / `mlflow` extras.
+trackers = []

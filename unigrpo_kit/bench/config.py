@@ -57,6 +57,7 @@ RECIPE = dict(
     evaluation=dict(num_prompts=140, steps=20, seed=0, split="eval"),
     seed=0,
     threads=2,
+    trackers=[],
 )
 
 
