@@ -388,7 +388,12 @@ def test_a_sweep_records_the_failed_cell_and_finishes_the_others(finished_sweep)
         assert "seed = 3" in config and f"self_check_tol={TOLERANCES[minibatch]}" in config
         assert "threads = 1" in config
     rows = {row["cell"]: row for row in csv.DictReader(open(root / "results.csv"))}
-    assert list(rows) == [cell(m) for m in (0, 4, 2)]
+    assert list(rows) == ["untrained_base", *(cell(m) for m in (0, 4, 2))]
+    base = json.loads((root / "untrained_base" / "result.json").read_text())
+    assert base["status"] == "done" and base["model"] == str(tiny_checkpoint_of(root))
+    assert rows["untrained_base"]["strict_mean"] == f"{base['eval']['judge/strict']:.4f}"
+    assert rows["untrained_base"]["runs_done"] == "" and rows["untrained_base"]["step_s_mean"] == ""
+    assert not list(root.rglob(".lock"))  # finished runs leave no lock files
     assert rows[cell(0)]["runs_failed"] == "1"
     assert rows[cell(0)]["errors"] == f"seed3: {failed['error']}"
     assert rows[cell(2)]["runs_done"] == "1"
@@ -404,6 +409,44 @@ def test_a_sweep_records_the_failed_cell_and_finishes_the_others(finished_sweep)
         [TOLERANCES[4], "1"],
         [TOLERANCES[2], "1"],
     ]
+
+
+def tiny_checkpoint_of(root: Path) -> str:
+    """The model.checkpoint option the sweep's runs were given."""
+    options = json.loads((run_dir(root, 2) / "run.json").read_text())["options"]
+    return next(o for o in options if o.startswith("model.checkpoint=")).split("=", 1)[1]
+
+
+def test_the_untrained_row_is_the_recipes_model_evaluated_alone(finished_sweep) -> None:
+    from unigrpo_kit.evaluation import evaluate_recipe
+    from unigrpo_kit.recipe import load_recipe
+    from unigrpo_kit.runner import build_policy
+
+    cwd, result = finished_sweep
+    root = sweep_root(cwd)
+    base = json.loads((root / "untrained_base" / "result.json").read_text())
+    cfg = load_recipe(RECIPE, base["options"])
+    assert base["eval"] == evaluate_recipe(cfg, build_policy(cfg.model))
+    (line,) = [ln for ln in result.stdout.splitlines() if "untrained" in ln and "│" in ln]
+    assert f"{base['eval']['judge/strict']:.3f}" in line
+    assert "untrained base" in (root / "results.md").read_text()
+
+
+def test_the_terminal_table_fits_80_columns_with_spreads(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from unigrpo_kit.sweep.report import CellSummary, terminal_table
+
+    spec = build_spec(["algorithm.self_check_tol=0.001,0.01"], None, "0,1,2")
+    sweep = plan_sweep(RECIPE, spec, [], "t", tmp_path)
+    spread = {c: (0.4286, 0.1010) for c in ("strict", "partial", "quality", "final_reward")}
+    spread.update(step_s=(12.34, 1.2), wall_s=(1234.5, 80.1))
+    summaries = [CellSummary(c, [{}] * 3, [], [], spread) for c in sweep.cells]
+    console = Console(width=80, record=True)
+    console.print(terminal_table(sweep, summaries))
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert sum("0.429±0.101" in line for line in lines) == 2  # one unwrapped line per cell
 
 
 def test_tables_are_a_deterministic_function_of_the_result_files(
@@ -482,7 +525,8 @@ def test_a_sweep_killed_midway_resumes_to_the_same_runs_and_table(
     runs = [run_dir(root, minibatch) for minibatch in (0, 4, 2)]
     finished = [d for d in runs if (d / "result.json").exists()]
     assert finished and last not in finished, "the kill missed the middle of the last run"
-    stamps = {p: p.stat().st_mtime_ns for d in finished for p in d.rglob("*")}
+    # the files of finished runs stay untouched, but for the .lock the rerun cleans away
+    stamps = {p: p.stat().st_mtime_ns for d in finished for p in d.rglob("*") if p.name != ".lock"}
     results = {d: (d / "result.json").read_bytes() for d in finished}
     checkpointed = [d for d in runs if d not in finished and (d / "checkpoints/latest").exists()]
 
@@ -491,6 +535,7 @@ def test_a_sweep_killed_midway_resumes_to_the_same_runs_and_table(
     assert rerun.exit_code == 1 and "1 runs failed, 0 unfinished" in rerun.stderr
 
     assert stamps == {p: p.stat().st_mtime_ns for d in finished for p in d.rglob("*")}
+    assert not list(root.rglob(".lock"))
     assert results == {d: (d / "result.json").read_bytes() for d in finished}
     for directory in checkpointed:
         log_lines = (directory / "worker.log").read_text().splitlines()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from unigrpo_kit import __version__
+from unigrpo_kit.cli_help import hide_flag_types
 from unigrpo_kit.registry import ALL_REGISTRIES, KitRegistry
 
 app = typer.Typer(
@@ -60,13 +60,11 @@ def _registry_key(kind: str) -> str:
 
 
 def _summary(component: object) -> str:
-    """The summary of a component's own docstring (not one inherited from a base class).
+    """The first sentence of a component's own docstring (not one inherited from a base
+    class), in plain words: :func:`unigrpo_kit.docstrings.summary`."""
+    from unigrpo_kit.docstrings import summary
 
-    That is the first line, joined with the lines that continue it up to the first blank line,
-    because many summaries wrap at the line length and a cut line would end mid-sentence.
-    """
-    docstring = inspect.cleandoc(getattr(component, "__doc__", None) or "")
-    return " ".join(docstring.split("\n\n", 1)[0].split())
+    return summary(component)
 
 
 def _component_table(key: str, registry: KitRegistry, names: list[str]) -> Table:
@@ -357,15 +355,27 @@ def evaluate(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON object last.")
     ] = False,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="Also score this model (checkpoint folder or shipped name, e.g. tiny-base) on "
+            "the same prompts; print the difference and its standard error. Default: the "
+            "recipe's model, when a checkpoint is evaluated."
+        ),
+    ] = None,
+    no_baseline: Annotated[
+        bool, typer.Option("--no-baseline", help="Score the checkpoint alone.")
+    ] = False,
     dry_run: DryRun = False,
 ) -> None:
     """Score a checkpoint with the task's evaluation protocol (for ShapeWorld: strict,
-    partial, per category, quality)."""
+    partial, per category, quality), beside its base model's scores."""
     import json
     import tempfile
 
     import torch
 
+    from unigrpo_kit import baseline as baseline_mod
     from unigrpo_kit.evaluation import evaluate_recipe
     from unigrpo_kit.guard import RunStopped
 
@@ -378,6 +388,11 @@ def evaluate(
         cfg, policy, source = _load_for_eval(cfg, checkpoint, work_dir, dry_run, tmp)
         try:
             count = _eval_prompt_count(cfg, num_prompts)
+            if not (no_baseline or dry_run):
+                base = baseline_mod.base_policy(cfg, baseline, source, checkpoint or source)
+                if base is not None:
+                    _eval_with_baseline(cfg, policy, source, base, count, seed, json_output)
+                    return
             scores = evaluate_recipe(cfg, policy, num_prompts=count, seed=seed)
         except (*_user_errors(), RunStopped) as error:
             _fail(_error_line(error))
@@ -389,6 +404,25 @@ def evaluate(
     Console(stderr=json_output).print(table)
     if json_output:
         typer.echo(json.dumps({"checkpoint": source, **scores}))
+
+
+def _eval_with_baseline(cfg, policy, source, base, count, seed, json_output) -> None:
+    """``eval``'s table and JSON with the base model's scores, the differences and their
+    standard errors (:mod:`unigrpo_kit.baseline`)."""
+    import json
+
+    from unigrpo_kit import baseline as baseline_mod
+
+    base_policy, base_name = base
+    ours = baseline_mod.scored(cfg, policy, num_prompts=count, seed=seed)
+    theirs = baseline_mod.scored(cfg, base_policy, num_prompts=count, seed=seed)
+    diff = baseline_mod.compare(ours, theirs)
+    title = f"eval of {source}\nagainst {base_name} (diff: paired over the same prompts)"
+    table = baseline_mod.comparison_table(title, ours, theirs, diff)
+    Console(stderr=json_output).print(table)
+    if json_output:
+        extra = {"baseline": baseline_mod.baseline_json(base_name, theirs, diff)}
+        typer.echo(json.dumps({"checkpoint": source, **ours.scores, **extra}))
 
 
 @app.command(context_settings=EXTRA_ARGS)
@@ -494,15 +528,18 @@ def _in_vocabulary(texts: list[str], policy) -> list[str]:
 def _register_tools() -> None:
     """Commands whose logic lives in their own modules."""
     from unigrpo_kit.bench.command import bench
+    from unigrpo_kit.plot_command import plot
     from unigrpo_kit.reward_server import serve_reward_command
     from unigrpo_kit.sweep.command import ablate
 
     app.command("bench")(bench)
     app.command("ablate")(ablate)
+    app.command("plot")(plot)
     app.command("serve-reward")(serve_reward_command)
 
 
 _register_tools()
+hide_flag_types()
 
 
 if __name__ == "__main__":  # python -m unigrpo_kit.cli, where the kit is not pip-installed

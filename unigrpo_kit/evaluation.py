@@ -11,13 +11,31 @@ with neither (``PromptFile``) is scored by the recipe's reward.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from mmengine.config import Config
 
 from .guard import require_finite_weights
 from .rollout.build import evaluation_engine
+
+# Where evaluate_episodes also puts each episode's row while recording_episodes() is active.
+_EPISODE_ROWS: ContextVar[list | None] = ContextVar("episode_rows", default=None)
+
+
+@contextmanager
+def recording_episodes() -> Iterator[list[dict[str, float]]]:
+    """Within the block, :func:`evaluate_episodes` also appends each episode's metrics (one
+    dict per episode, in prompt order) to the list this yields: the paired comparison of
+    :mod:`~unigrpo_kit.baseline` needs them, and the tasks' protocols return only means."""
+    rows: list[dict[str, float]] = []
+    token = _EPISODE_ROWS.set(rows)
+    try:
+        yield rows
+    finally:
+        _EPISODE_ROWS.reset(token)
 
 
 @torch.no_grad()
@@ -36,9 +54,12 @@ def evaluate_episodes(
     beyond float rounding."""
     generator = torch.Generator().manual_seed(seed)
     sums: dict[str, list[float]] = {}
+    recorded = _EPISODE_ROWS.get()
     for start in range(0, len(prompts), batch_size):
         batch = engine.rollout(list(prompts[start : start + batch_size]), 1, generator=generator)
         for row in metrics_of(batch):
+            if recorded is not None:
+                recorded.append({key: float(value) for key, value in row.items()})
             for key, value in row.items():
                 sums.setdefault(key, []).append(float(value))
     return {key: round(sum(values) / len(values), 4) for key, values in sums.items()}

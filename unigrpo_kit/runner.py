@@ -1,7 +1,8 @@
 """Runs of the trainer: work directories, metrics, sample grids, checkpoints and exact resume.
 
 ``work_dir`` gets ``config.py`` (the resolved recipe), ``metrics.jsonl`` (one JSON object per
-step), TensorBoard events in ``tb/``, sample grids in ``samples/`` and checkpoints in
+step), TensorBoard events in ``tb/``, sample grids in ``samples/``, plots in ``plots/``
+(:mod:`~unigrpo_kit.run_report`) and checkpoints in
 ``checkpoints/step_XXXXXX/`` (the policy in its ecosystem's layout, written by its ``save``;
 ``trainer_state.safetensors`` + ``trainer_state.json``, the optimizer and every random-number
 state; ``checksums.json``, the sha256 of every file, written last), each written atomically;
@@ -58,6 +59,7 @@ from .models.checkpoint import (
     remove_leftovers,
     verify_checkpoint,
 )
+from .run_report import RunReport
 from .trainer import UniGRPOTrainer
 from .visualize import episode_grid
 
@@ -81,7 +83,7 @@ STATE_FORMAT = 1
 STEP_FOLDER = re.compile(r"^step_(\d+)$")
 # What a kit run writes into its work dir, and what `unigrpo-kit ablate` writes there before
 # it trains the run (sweep/command.py, sweep/worker.py).
-RUN_ENTRIES = {"config.py", "metrics.jsonl", "checkpoints", "tb", "samples"}
+RUN_ENTRIES = {"config.py", "metrics.jsonl", "checkpoints", "tb", "samples", "plots", "wandb"}
 SWEEP_ENTRIES = {"run.json", "worker.log", "result.json", ".lock"}
 KIT_CONFIG_KEYS = {"recipe_name", "model", "rollout", "schedule", "optimizer"}
 # Recipe keys that --resume with a new value cannot act on: the checkpoint holds what they set.
@@ -727,12 +729,13 @@ class _Run:
         except OSError as error:
             raise _storage_error(self.metrics_path, error, self.trainer.step, self.kept()) from None
 
-    def sample(self, batch) -> None:
+    def sample(self, batch) -> Path:
         path = self.work_dir / "samples" / f"step_{self.trainer.step:06d}.png"
         try:
             episode_grid(batch, path)
         except OSError as error:
             raise _storage_error(path, error, self.trainer.step, self.kept()) from None
+        return path
 
     def save(self) -> Path:
         folder = self.work_dir / "checkpoints" / f"step_{self.trainer.step:06d}"
@@ -841,6 +844,7 @@ def _loop(cfg, run: _Run, interrupts: Interrupts, quiet: bool) -> None:
     trainer, schedule = run.trainer, cfg.schedule
     main = dist.is_main()
     writer = SummaryWriter(str(run.work_dir / "tb")) if main else None
+    report = RunReport(cfg, run.work_dir, writer, quiet=quiet) if main else None
     columns = [
         TextColumn("[bold]step {task.completed}/{task.total}"),
         BarColumn(),
@@ -848,7 +852,8 @@ def _loop(cfg, run: _Run, interrupts: Interrupts, quiet: bool) -> None:
         TimeElapsedColumn(),
     ]
     try:
-        with Progress(*columns, disable=quiet) as progress:
+        bar_off = quiet or report is None or not report.terminal
+        with Progress(*columns, disable=bar_off) as progress:
             bar = progress.add_task(
                 "train", total=schedule.steps, completed=trainer.step, status=""
             )
@@ -862,10 +867,11 @@ def _loop(cfg, run: _Run, interrupts: Interrupts, quiet: bool) -> None:
                         if key != "step":
                             writer.add_scalar(key, value, trainer.step)
                     progress.update(bar, completed=trainer.step, status=_status(metrics))
+                    report.logged(metrics)
                     if schedule.sample_every and (
                         trainer.step % schedule.sample_every == 0 or last
                     ):
-                        run.sample(result.batch)
+                        report.sampled(run.sample(result.batch), trainer.step)
                     if (schedule.save_every and trainer.step % schedule.save_every == 0) or last:
                         run.save()
                 # a stop asked of any rank stops every rank at the same step
@@ -877,6 +883,8 @@ def _loop(cfg, run: _Run, interrupts: Interrupts, quiet: bool) -> None:
                     folder = run.work_dir / "checkpoints" / f"step_{trainer.step:06d}"
                     raise RunInterrupted(trainer.step, received, folder)
     finally:
+        if report is not None:
+            report.finish()
         if writer is not None:
             writer.close()
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .recipe import RecipeError
+from .trackers import TRACKERS
 
 # The sections of a runnable recipe, in the order a reader meets them in recipes/.
 REQUIRED_SECTIONS = (
@@ -176,6 +177,7 @@ RULES: dict[str, Check] = {
     "schedule.steps": integer(1),
     "schedule.save_every": optional(integer(0), "like 0: save at the last step only"),
     "schedule.sample_every": optional(integer(0), "like 0: no sample grids"),
+    "schedule.log_every": optional(integer(0), "like 0: log lines at the first and last step only"),
     "evaluation.num_prompts": integer(1, MAX_EVAL_PROMPTS),
     "evaluation.steps": integer(1),
     "evaluation.seed": integer(0),
@@ -190,6 +192,13 @@ RULES: dict[str, Check] = {
         lambda v: v in ("auto", "gloo", "nccl"), "'auto' (NCCL on CUDA, else gloo), 'gloo', 'nccl'"
     ),
     "distributed.timeout_s": number(0, above=True),
+    "trackers": Check(
+        lambda v: (
+            isinstance(v, (list, tuple))
+            and all(isinstance(t, Mapping) and t.get("type") in TRACKERS for t in v)
+        ),
+        "a list of dict(type='wandb' | 'mlflow', ...) (TensorBoard is always on), or []",
+    ),
 }
 
 # Keys the trainer and the evaluation read without a default.

@@ -1,5 +1,7 @@
 """PNG grids of episodes: each row shows the prompt, the reasoning, every painted image, the
-reflections between them and the reward."""
+reflections between them, the reward and, for prompts the ShapeWorld judge scores, its verdict
+on the final image (which constraints failed and what it saw), with a green or red bar at the
+row's left edge."""
 
 from __future__ import annotations
 
@@ -20,8 +22,14 @@ def _to_pil(image) -> Image.Image:
     return Image.fromarray(array.astype(np.uint8)).resize((CELL, CELL), Image.NEAREST)
 
 
+MARK_COLORS = {True: (40, 160, 60), False: (210, 40, 40)}  # pass, fail
+MARK_WIDTH = 4
+
+
 def grid(rows: list[dict], path: str | Path) -> Path:
-    """Write a grid; each row is ``dict(lines=[str, ...], images=[tensor [3, H, W], ...])``."""
+    """Write a grid; each row is ``dict(lines=[str, ...], images=[tensor [3, H, W], ...])`` with
+    an optional ``passed`` (bool): a green (True) or red (False) bar at the row's left edge and
+    its last line in that colour."""
     font = ImageFont.load_default()
     columns = max(1, max(len(r["images"]) for r in rows))
     width = TEXT_WIDTH + columns * (CELL + 4)
@@ -30,9 +38,17 @@ def grid(rows: list[dict], path: str | Path) -> Path:
     draw = ImageDraw.Draw(canvas)
     for i, row in enumerate(rows):
         top = i * (CELL + 8) + 4
-        wrapped = [w for line in row["lines"] for w in textwrap.wrap(line, 58) or [""]]
-        for j, line in enumerate(wrapped[: CELL // LINE]):
-            draw.text((4, top + j * LINE), line, fill="black", font=font)
+        passed = row.get("passed")
+        wrapped = [
+            (w, n == len(row["lines"]) - 1)
+            for n, line in enumerate(row["lines"])
+            for w in textwrap.wrap(line, 57) or [""]
+        ]
+        for j, (line, last) in enumerate(wrapped[: CELL // LINE]):
+            color = MARK_COLORS[passed] if passed is not None and last else "black"
+            draw.text((4 + MARK_WIDTH + 2, top + j * LINE), line, fill=color, font=font)
+        if passed is not None:
+            draw.rectangle((0, top, MARK_WIDTH - 1, top + CELL - 1), fill=MARK_COLORS[passed])
         for j, image in enumerate(row["images"]):
             canvas.paste(_to_pil(image), (TEXT_WIDTH + j * (CELL + 4), top))
     path = Path(path)
@@ -58,5 +74,22 @@ def episode_grid(batch, path: str | Path, max_rows: int = 8) -> Path:
         if batch.rewards is not None:
             lines.append(f"reward: {float(batch.rewards[i]):.3f}")
         images = [seg.images[i] for seg in batch.image_segments if bool(seg.active[i])]
-        rows.append({"lines": lines, "images": images})
+        row = {"lines": lines, "images": images}
+        judged = _verdict(batch.prompts[i], images[-1] if images else None)
+        if judged is not None:
+            lines.append(judged.line())
+            row["passed"] = judged.passed
+        rows.append(row)
     return grid(rows, path)
+
+
+def _verdict(prompt, image):
+    """The ShapeWorld judge's verdict on the final image, for prompts that carry its spec;
+    None for other tasks' prompts and for text-only episodes."""
+    from unigrpo_kit.tasks.shapeworld.spec import Spec
+    from unigrpo_kit.tasks.shapeworld.verdict import verdicts
+
+    spec = getattr(prompt, "spec", None)
+    if image is None or not isinstance(spec, Spec):
+        return None
+    return verdicts(image.detach().float().cpu().unsqueeze(0), [spec])[0]

@@ -70,7 +70,7 @@ rollout = dict(
     image_sampler=dict(type="FlowSDE", noise_level=0.7),
     window=dict(type="FixedWindow", window_size=3, window_range=(0, 5)),
 )
-schedule = dict(steps=300, save_every=20, sample_every=10)
+schedule = dict(steps=300, save_every=20, sample_every=10, log_every=10)
 evaluation = dict(num_prompts=64, steps=40, seed=0, split="eval", guidance_scale=1.0)
 # torchrun runs (train --nproc N): docs/distributed.md
 distributed = dict(strategy="ddp", backend="auto", timeout_s=300)

@@ -48,7 +48,7 @@ rollout = dict(
     split_groups=False,  # True: a group's episodes may spread over ranks (docs/distributed.md)
     text_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=256),
 )
-schedule = dict(steps=200, save_every=50, sample_every=10)
+schedule = dict(steps=200, save_every=50, sample_every=10, log_every=10)
 evaluation = dict(num_prompts=300, seed=0, split="eval")
 # torchrun runs (train --nproc N): docs/distributed.md
 distributed = dict(strategy="ddp", backend="auto", timeout_s=300)

@@ -54,11 +54,12 @@ RECIPE = dict(
         image_sampler=dict(type="FlowSDE", noise_level=0.7),
         window=dict(type="FixedWindow", window_size=3, window_range=(0, 5)),
     ),
-    schedule=dict(steps=120, save_every=20, sample_every=20),
+    schedule=dict(steps=120, save_every=20, sample_every=20, log_every=10),
     evaluation=dict(num_prompts=140, steps=20, seed=0, split="eval"),
     distributed=dict(strategy="ddp", backend="auto", timeout_s=300),
     seed=0,
     threads=2,
+    trackers=[],
 )
 
 

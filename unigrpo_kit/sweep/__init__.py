@@ -8,7 +8,12 @@ A sweep lives in ``work_dirs/ablate_<name>/``:
         worker.log       the worker's output, one header per attempt, full tracebacks
         result.json      written atomically when the run is finished: eval scores, final training
                          reward, reward curve and times, or the one-line error of a failed run
+    untrained_base/result.json   the recipe's model evaluated before any training: the
+                         tables' first row (``--no-baseline`` leaves it out)
     results.csv, results.md, runs.csv, reward_curves.png, eval_strict.png
+
+A finished run's ``.lock`` (the worker's guard against two sweeps training it at once) is
+removed when the command ends, so a finished sweep folder holds only results.
 
 A run is finished when its ``result.json`` exists. Running the same command again skips finished
 runs, resumes the others from their last checkpoint (``runner.train(..., resume=True)``) and
@@ -40,6 +45,7 @@ The package, in the order a sweep uses it:
 - :mod:`unigrpo_kit.sweep.command`: the typer command; plans the sweep, runs the workers, reports.
 - :mod:`unigrpo_kit.sweep.plan`: grid parsing, grid files, cells, run folders, atomic writes.
 - :mod:`unigrpo_kit.sweep.worker`: one run in its own process: train, evaluate, ``result.json``.
+- :mod:`unigrpo_kit.sweep.base`: the untrained base row, evaluated once per sweep.
 - :mod:`unigrpo_kit.sweep.report`: per-cell statistics, the tables and the two plots.
 
 ``python -m unigrpo_kit.sweep ...`` is the command without the rest of the CLI.

@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..recipe import RecipeError
+from .base import evaluate_base
 from .plan import Run, Sweep, build_spec, plan_sweep, read_result, write_json_atomic
 from .report import terminal_table, write_report
 
@@ -54,6 +55,14 @@ def start_worker(run: Run, recipe: Path, threads: int) -> subprocess.Popen:
             stdin=subprocess.DEVNULL,
             env=env,
         )
+
+
+def remove_locks(sweep: Sweep) -> None:
+    """Remove the ``.lock`` of every finished run: its ``result.json`` exists, so a sweep
+    that waited on the lock sees it and stops, and none would take the lock again."""
+    for run in sweep.runs:
+        if run.result_path.exists():
+            (run.directory / ".lock").unlink(missing_ok=True)
 
 
 def _last_log_line(run: Run) -> str:
@@ -153,6 +162,10 @@ def ablate(
     retry_failed: Annotated[
         bool, typer.Option(help="Run the failed runs again, resuming from their checkpoints.")
     ] = False,
+    baseline: Annotated[
+        bool,
+        typer.Option(help="Add a row for the recipe's untrained model (evaluated once)."),
+    ] = True,
 ) -> None:
     """Sweep a grid of overrides x seeds, resumably; evaluate each run; tabulate and plot."""
     console = Console()
@@ -178,6 +191,9 @@ def ablate(
         write_report(sweep)
         typer.echo(f"interrupted: rerun the same command to resume {sweep.root}", err=True)
         raise typer.Exit(code=130) from None
+    remove_locks(sweep)
+    if baseline:
+        evaluate_base(sweep)
     summaries = write_report(sweep)
     console.print(terminal_table(sweep, summaries))
     console.print(f"wrote {sweep.root}/results.csv, results.md and plots", highlight=False)

@@ -261,6 +261,7 @@ class Sweep:
     spec: GridSpec
     cells: list[Cell]
     runs: list[Run]
+    base_options: tuple[str, ...] = ()  # the options every run shares (no cell's overrides)
 
 
 def plan_sweep(
@@ -283,6 +284,8 @@ def plan_sweep(
     cells = build_cells(spec)
     if len({cell.name for cell in cells}) != len(cells):
         raise GridError("two cells share a folder name; give the variants distinct names")
+    if any(cell.name == "untrained_base" for cell in cells):
+        raise GridError("a variant may not be named untrained_base: the base row's folder")
     base = [*cfg_options, *(f"{k}={_literal(v)}" for k, v in spec.base_overrides.items())]
     runs = []
     for cell in cells:
@@ -293,7 +296,7 @@ def plan_sweep(
             run = Run(cell, seed, directory, (*cell_options, f"seed={seed}"))
             _check_same_run(run, recipe)
             runs.append(run)
-    return Sweep(recipe, sweep_root, spec, cells, runs)
+    return Sweep(recipe, sweep_root, spec, cells, runs, tuple(base))
 
 
 def _check_same_run(run: Run, recipe: Path) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from rich.table import Table
 
+from ..plots import draw_mean_band
+from .base import BASE_DIR, read_base
 from .plan import Cell, Sweep, read_result, write_text_atomic
 
 METRICS = (
@@ -92,6 +94,12 @@ def results_csv(sweep: Sweep, summaries: list[CellSummary]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*header, "errors"])
+    base = read_base(sweep)
+    if base is not None:
+        row = [BASE_DIR, *[""] * len(_swept_columns(sweep)), "", "", ""]
+        for _, _, path, decimals in METRICS:
+            row += [_fmt(_base_value(base, path), decimals), ""]
+        writer.writerow([*row, base.get("error", "")])
     for s in summaries:
         row = [s.cell.name, *_swept_values(sweep, s.cell), len(s.done), len(s.failed)]
         row.append(len(s.unfinished))
@@ -150,7 +158,19 @@ def results_md(sweep: Sweep, summaries: list[CellSummary]) -> str:
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
     ]
     rows = [[f"`{s.cell.name}`", *row] for s, row in zip(summaries, _table_rows(summaries))]
+    base = read_base(sweep)
+    if base is not None:
+        rows.insert(0, [f"untrained base (`{base.get('model', '?')}`)", *_base_cells(base)])
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if base is not None:
+        lines += [
+            "",
+            "untrained base: the recipe's model before any training, evaluated once under the "
+            "options every run shares"
+            + (f" ({', '.join(f'`{o}`' for o in base['options'])})" if base.get("options") else "")
+            + (f"; it failed: {base['error']}" if base.get("error") else "")
+            + ".",
+        ]
     failures = [(s.cell.name, seed, e) for s in summaries for seed, e in s.failed]
     if failures:
         lines += ["", "## Failed runs", ""]
@@ -162,20 +182,60 @@ def results_md(sweep: Sweep, summaries: list[CellSummary]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The terminal table's metrics (results.md has them all): the judge's strict score with its
+# spread over seeds, the other means alone, so that a sweep of one or two keys fits 80 columns.
+TERMINAL_METRICS = (("strict", 3, True), ("partial", 3, False), ("quality", 3, False))
+TERMINAL_METRICS += (("final_reward", 3, False), ("step_s", 2, False))
+
+
 def terminal_table(sweep: Sweep, summaries: list[CellSummary]) -> Table:
-    """The results with one short column per swept key instead of the long cell names."""
-    table = Table(title=f"{sweep.root}", title_justify="left")
+    """The results with one short column per swept key instead of the long cell names, and
+    compact numbers (``0.429±0.101``): one line per cell in 80 columns. The full table, with
+    every metric's std and the wall time, is results.md."""
+    labels = {column: label for column, label, _, _ in METRICS}
+    base = read_base(sweep)
+    caption = "untrained: the recipe's model before training" if base is not None else None
+    table = Table(title=f"{sweep.root}", title_justify="left", caption=caption)
     keys = _swept_columns(sweep)
     short = [key.rsplit(".", 1)[-1] for key in keys]
     for key, label in zip(keys, short):
         table.add_column(label if short.count(label) == 1 else key, style="bold cyan")
-    table.add_column("seeds done")
-    for _, label, _, _ in METRICS:
-        table.add_column(label, justify="right")
+    table.add_column("seeds")
+    for column, _, _ in TERMINAL_METRICS:
+        table.add_column(labels[column], justify="right")
+    if base is not None:
+        paths = {column: path for column, _, path, _ in METRICS}
+        cells = []
+        for column, decimals, _ in TERMINAL_METRICS:
+            value = _base_value(base, paths[column])
+            cells.append("-" if value is None else f"{value:.{decimals}f}")
+        seeds = "-" if base.get("status") == "done" else "failed"
+        table.add_row("untrained", *[""] * (len(keys) - 1), seeds, *cells, style="dim")
     for s, row in zip(summaries, _table_rows(summaries)):
         style = "red" if s.failed and not s.done else None
-        table.add_row(*_swept_values(sweep, s.cell), *row, style=style)
+        cells = []
+        for column, decimals, spread in TERMINAL_METRICS:
+            mean, std = s.stats[column]
+            text = "-" if mean is None else f"{mean:.{decimals}f}"
+            cells.append(text + (f"±{std:.{decimals}f}" if spread and std is not None else ""))
+        table.add_row(*_swept_values(sweep, s.cell), row[0], *cells, style=style)
     return table
+
+
+def _base_value(base: dict, path: tuple[str, ...]) -> float | None:
+    """The base row's value of a metric: its eval scores only (it has no training)."""
+    if path[0] != "eval" or base.get("status") != "done":
+        return None
+    return base["eval"].get(path[1])
+
+
+def _base_cells(base: dict) -> list[str]:
+    """The base row after its name: seeds "-", then the eval scores, "-" for the rest."""
+    cells = ["-" if base.get("status") == "done" else "failed"]
+    for _, _, path, decimals in METRICS:
+        value = _base_value(base, path)
+        cells.append("-" if value is None else _fmt(value, decimals))
+    return cells
 
 
 def _label(value) -> str:
@@ -191,16 +251,9 @@ def plot_reward_curves(summaries: list[CellSummary], path: Path) -> None:
 
     figure, axes = plt.subplots(figsize=(8, 4.5))
     for s in summaries:
-        curves = [r["reward_curve"] for r in s.done]
-        if not curves:
-            continue
-        length = min(len(c) for c in curves)
-        steps = list(range(1, length + 1))
-        columns = [[c[i] for c in curves] for i in range(length)]
-        line = axes.plot(steps, [sum(c) / len(c) for c in columns], label=s.cell.name)[0]
-        if len(curves) > 1:
-            low, high = [min(c) for c in columns], [max(c) for c in columns]
-            axes.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        curves = [(list(range(1, len(c) + 1)), c) for c in (r["reward_curve"] for r in s.done)]
+        if curves:
+            draw_mean_band(axes, curves, s.cell.name)
     axes.set_xlabel("training step")
     axes.set_ylabel("reward/mean (band: min-max over seeds)")
     axes.grid(alpha=0.3)
@@ -209,8 +262,9 @@ def plot_reward_curves(summaries: list[CellSummary], path: Path) -> None:
     _save_figure(figure, path)
 
 
-def plot_eval_strict(summaries: list[CellSummary], path: Path) -> None:
-    """Eval strict score per cell: mean over the finished seeds, sample-std error bars."""
+def plot_eval_strict(summaries: list[CellSummary], path: Path, base: float | None = None) -> None:
+    """Eval strict score per cell: mean over the finished seeds, sample-std error bars; a
+    dashed line at the untrained base model's score when ``base`` is given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,6 +279,9 @@ def plot_eval_strict(summaries: list[CellSummary], path: Path) -> None:
     for x, mean in zip(positions, means):
         if mean is None:
             axes.text(x, 0, "no run done", ha="center", va="bottom", fontsize="small")
+    if base is not None:
+        axes.axhline(base, color="grey", linestyle="--", label=f"untrained base {base:.3f}")
+        axes.legend(fontsize="small")
     axes.set_xticks(list(positions), [s.cell.name for s in summaries], rotation=30, ha="right")
     axes.set_ylabel("eval judge/strict (error bar: std over seeds)")
     axes.grid(axis="y", alpha=0.3)
@@ -249,5 +306,7 @@ def write_report(sweep: Sweep) -> list[CellSummary]:
     write_text_atomic(sweep.root / "results.md", results_md(sweep, summaries))
     write_text_atomic(sweep.root / "runs.csv", runs_csv(sweep))
     plot_reward_curves(summaries, sweep.root / "reward_curves.png")
-    plot_eval_strict(summaries, sweep.root / "eval_strict.png")
+    base = read_base(sweep)
+    strict = _base_value(base, ("eval", "judge/strict")) if base is not None else None
+    plot_eval_strict(summaries, sweep.root / "eval_strict.png", strict)
     return summaries
