@@ -85,6 +85,16 @@ def test_split_groups_with_an_odd_group_size_equal_one_process(tmp_path):
     assert_same_run(one, ranks)
 
 
+def test_a_rank_with_no_episode_takes_part_and_changes_nothing(tmp_path):
+    """3 processes, 2 prompts: rank 0 holds no episode (it still joins every reduction and
+    writes the logs); the run equals one process's."""
+    options = ("rollout.prompts_per_step=2", "seed=1")
+    one = run_worker(tmp_path / "one", 1, *options)[0]
+    ranks = run_worker(tmp_path / "three", 3, *options)
+    assert [r["rows"] for r in ranks] == [[], list(range(0, 4)), list(range(4, 8))]
+    assert_same_run(one, ranks)
+
+
 @pytest.mark.parametrize("world", [1, 2, 3, 5, 8])
 @pytest.mark.parametrize("split", [False, True])
 def test_shards_cover_every_row_once_at_any_world_size(world, split):

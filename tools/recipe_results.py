@@ -69,7 +69,7 @@ def base_scores(recipe: str, out: Path) -> dict:
     if target.exists():
         return json.loads(target.read_text())
     command = ["unigrpo-kit", "eval", f"recipes/{recipe}.py", "--checkpoint", "tiny-base",
-               "--num-prompts", "300", "--seed", "1", "--json"]  # fmt: skip
+               "--num-prompts", "300", "--seed", "1", "--json", "--no-baseline"]  # fmt: skip
     scores = json.loads(run(command).strip().splitlines()[-1])
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(scores, indent=1))

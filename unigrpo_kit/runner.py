@@ -868,9 +868,10 @@ def _loop(cfg, run: _Run, interrupts: Interrupts, quiet: bool) -> None:
                             writer.add_scalar(key, value, trainer.step)
                     progress.update(bar, completed=trainer.step, status=_status(metrics))
                     report.logged(metrics)
-                    if schedule.sample_every and (
+                    sample_now = schedule.sample_every and (
                         trainer.step % schedule.sample_every == 0 or last
-                    ):
+                    )
+                    if sample_now and result.batch is not None:  # rank 0 may hold no episode
                         report.sampled(run.sample(result.batch), trainer.step)
                     if (schedule.save_every and trainer.step % schedule.save_every == 0) or last:
                         run.save()

@@ -43,6 +43,10 @@ from .rollout.build import paints, trained_parts, training_engine
 from .rollout.recompute import Recomputed, recompute
 from .rollout.streams import RowStreams, generator, python_rng
 
+# The trained batch of a rank that holds none of the step's trained episodes: it computes no
+# loss and takes part in every reduction with zeros.
+_NOTHING_HELD = object()
+
 
 class OffPolicyError(RunStopped):
     """Recomputed log-probs differ from those recorded at sampling: training is off-policy."""
@@ -139,7 +143,8 @@ class UniGRPOTrainer:
         self.step += 1
 
         rewards = self.global_rewards
-        rounds, held = dd.all_reduce([float(batch.rounds().float().sum()), float(len(batch))])
+        own = (0.0, 0.0) if batch is None else (float(batch.rounds().sum()), float(len(batch)))
+        rounds, held = dd.all_reduce(list(own))
         metrics = {
             "step": self.step,
             "reward/mean": nan_mean(rewards),
@@ -174,6 +179,8 @@ class UniGRPOTrainer:
             rank_=dd.rank(),
             world=dd.world_size(),
         )
+        if not self.shard.rows:  # more ranks than episodes: this one only joins the reductions
+            return None
         streams = RowStreams(root, self.shard.keys())
         rows = [prompts[group] for group, _ in self.shard.keys()]
         progress = self.step / max(1, self.cfg.schedule.steps)
@@ -190,10 +197,58 @@ class UniGRPOTrainer:
         (``reward/invalid_frac``); ``algorithm.max_invalid_reward_steps`` (default 3) steps in a
         row without one valid reward stop the run. Rewards see CPU images; rewards and
         advantages stay on the CPU (as ``group_ids``)."""
+        scored = self._reward(batch) if batch is not None else None
+        shard = getattr(self, "shard", None)
+        if shard is None or dd.world_size() == 1:
+            batch.rewards = scored.scores.float()
+            batch.advantages = group_advantages(
+                self.advantage, batch.rewards, batch.group_ids, scored.components
+            )
+            self.global_rewards = batch.rewards
+            self._count_invalid(batch.rewards)
+            return scored
+        # Every rank computes the advantages of the whole step from every rank's rewards (a
+        # rank that holds no episode sends nothing and receives them all).
+        mine = {"rows": list(shard.rows), "rewards": [], "components": {}, "metrics": {}}
+        if scored is not None:
+            batch.rewards = scored.scores.float()
+            mine["rewards"] = batch.rewards.tolist()
+            mine["components"] = {
+                k: (w, v.tolist()) for k, (w, v) in (scored.components or {}).items()
+            }
+            mine["metrics"] = {k: v.tolist() for k, v in scored.metrics.items()}
+        everyone = dd.all_gather_objects(mine)
+
+        def assemble(values_of) -> torch.Tensor:
+            out = torch.full((shard.total,), float("nan"))
+            for part in everyone:
+                values = values_of(part)
+                if values is not None and part["rows"]:
+                    out[torch.tensor(part["rows"])] = torch.tensor(values, dtype=torch.float32)
+            return out
+
+        rewards = assemble(lambda part: part["rewards"])
+        weights = {k: w for part in everyone for k, (w, _) in part["components"].items()}
+        components = {
+            k: (w, assemble(lambda part, k=k: part["components"].get(k, (None, None))[1]))
+            for k, w in weights.items()
+        } or None
+        metric_keys = sorted({k for part in everyone for k in part["metrics"]})
+        metrics = {k: assemble(lambda part, k=k: part["metrics"].get(k)) for k in metric_keys}
+        group_ids = torch.arange(shard.num_groups).repeat_interleave(shard.group_size)
+        advantages = group_advantages(self.advantage, rewards, group_ids, components)
+        if batch is not None:
+            batch.advantages = advantages[torch.tensor(shard.rows, dtype=torch.long)]
+        self.global_rewards = rewards
+        self._count_invalid(rewards)
+        return RewardOutput(rewards, metrics=metrics, components=components)
+
+    def _reward(self, batch) -> RewardOutput:
+        """The reward of this process's episodes (NaN for all of them if the reward raised)."""
         images = batch.final_images()
         images = None if images is None else images.cpu()
         try:
-            scored = self.reward(prompts=batch.prompts, images=images, texts=batch.texts)
+            return self.reward(prompts=batch.prompts, images=images, texts=batch.texts)
         except Exception as error:  # a reward model or server failed: this step is invalid
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
             print(
@@ -201,36 +256,7 @@ class UniGRPOTrainer:
                 f"{reason}); the step's episodes are invalid",
                 file=sys.stderr,
             )
-            scored = RewardOutput(torch.full((len(batch),), float("nan")))
-        batch.rewards = scored.scores.float()
-        shard = getattr(self, "shard", None)
-        if shard is None or dd.world_size() == 1:
-            batch.advantages = group_advantages(
-                self.advantage, batch.rewards, batch.group_ids, scored.components
-            )
-            self.global_rewards = batch.rewards
-            self._count_invalid(batch.rewards)
-            return scored
-        # Every rank computes the advantages of the whole step from every rank's rewards.
-        own_components = scored.components or {}
-        local = [
-            (float(batch.rewards[i]), {k: float(v[1][i]) for k, v in own_components.items()},
-             {k: float(v[i]) for k, v in scored.metrics.items()})
-            for i in range(len(batch))
-        ]  # fmt: skip
-        rows = dd.all_gather_rows(local, shard)
-        rewards = torch.tensor([r[0] for r in rows], dtype=torch.float32)
-        components = {
-            k: (w, torch.tensor([r[1][k] for r in rows])) for k, (w, _) in own_components.items()
-        } or None
-        group_ids = torch.arange(shard.num_groups).repeat_interleave(shard.group_size)
-        advantages = group_advantages(self.advantage, rewards, group_ids, components)
-        held = torch.tensor(shard.rows, dtype=torch.long)
-        batch.advantages = advantages[held]
-        self.global_rewards = rewards
-        self._count_invalid(rewards)
-        metrics = {k: torch.tensor([r[2][k] for r in rows]) for k in scored.metrics}
-        return RewardOutput(rewards, metrics=metrics, components=components)
+            return RewardOutput(torch.full((len(batch),), float("nan")))
 
     def _count_invalid(self, rewards: torch.Tensor) -> None:
         """Stop after ``algorithm.max_invalid_reward_steps`` steps in a row with no valid
@@ -251,10 +277,13 @@ class UniGRPOTrainer:
         """The episodes to train on: all of them, or, with ``skip_zero_advantage`` (DAPO's
         dynamic sampling), those of groups whose rewards differ; None if there are none. A group
         whose rewards are all equal has A = 0 everywhere and teaches only the regularizer."""
-        keep = torch.isfinite(batch.rewards)  # an invalid reward trains nothing
-        if self.cfg.algorithm.get("skip_zero_advantage", True):
-            keep = keep & (batch.advantages != 0)
-        keep = torch.nonzero(keep).flatten()
+        if batch is None:
+            keep = torch.zeros(0, dtype=torch.long)
+        else:
+            keep = torch.isfinite(batch.rewards)  # an invalid reward trains nothing
+            if self.cfg.algorithm.get("skip_zero_advantage", True):
+                keep = keep & (batch.advantages != 0)
+            keep = torch.nonzero(keep).flatten()
         # the global rows this rank trains, and how many all ranks train
         shard = getattr(self, "shard", None)
         held = list(shard.rows) if shard is not None else list(range(len(batch)))
@@ -262,8 +291,8 @@ class UniGRPOTrainer:
         self.trained_count = int(dd.all_reduce([float(keep.numel())])[0])
         if self.trained_count == 0:
             return None
-        if keep.numel() in (0, len(batch)):  # none of mine: I only join the reductions
-            return batch
+        if batch is None or keep.numel() in (0, len(batch)):  # none of mine: I only join in
+            return batch if batch is not None else _NOTHING_HELD
         return batch.select(keep)
 
     def optimize(self, batch) -> tuple[dict[str, list[float]], float]:
@@ -399,7 +428,8 @@ class UniGRPOTrainer:
     def first_minibatch_deviation(self, batch) -> dict[str, float]:
         """The self-check's deviations on this rank's first minibatch (the largest over the
         ranks), without an update."""
-        rows = torch.arange(min(self.cfg.algorithm.minibatch_size, len(batch)))
+        held = 0 if batch is None else len(batch)
+        rows = torch.arange(min(self.cfg.algorithm.minibatch_size, held))
         deviation = self.loss(batch.select(rows))[2] if len(rows) else {}
         kinds = ["text", "image"]
         worst = dd.all_reduce([deviation.get(k, 0.0) for k in kinds], op="max")
