@@ -186,6 +186,15 @@ def broadcast_parameters(module: torch.nn.Module) -> None:
         dist.broadcast(tensor.data, src=0)
 
 
+def broadcast_object(value):
+    """Rank 0's ``value`` (picklable) on every rank."""
+    if world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def any_rank(flag: bool) -> bool:
     """True on every rank if ``flag`` is True on any (a stop request, a non-finite loss)."""
     return bool(all_reduce([float(flag)], op="max")[0])

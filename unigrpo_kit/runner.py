@@ -48,6 +48,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file, save_file
 
 from . import distributed as dist
+from . import sharded_checkpoint
 from .devices import recipe_device
 from .models.checkpoint import (
     CHECKSUMS_FILE,
@@ -195,12 +196,23 @@ def trainer_state(trainer: UniGRPOTrainer) -> dict:
     """Everything besides the weights that an exact resume needs: the step and the optimizer's
     state (every draw of a step comes from streams of the seed and the step,
     :mod:`~unigrpo_kit.rollout.streams`), and torch's global random state."""
+    # under FSDP2 the optimizer's state is sharded: it lives in the checkpoint's sharded/
+    sharded = _sharded(trainer)
     return {
         "format": STATE_FORMAT,
         "step": trainer.step,
-        "optimizer": trainer.optimizer.state_dict(),
+        "optimizer": {"sharded": sharded_checkpoint.SHARDED}
+        if sharded
+        else trainer.optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
     }
+
+
+def _sharded(trainer: UniGRPOTrainer) -> bool:
+    """The run shards its model and optimizer (``distributed.strategy="fsdp2"``): its
+    checkpoints take the sharded format, written and read by every rank."""
+    parallel = getattr(trainer, "parallel", None)
+    return parallel is not None and parallel.name == "fsdp2"
 
 
 def write_trainer_state(state: dict, folder: Path) -> None:
@@ -309,9 +321,18 @@ def save_checkpoint(trainer: UniGRPOTrainer, work_dir: Path, damaged: set[str] |
     checkpoints = Path(work_dir) / "checkpoints"
     folder = checkpoints / f"step_{trainer.step:06d}"
     state = trainer_state(trainer)
+    sharded = _sharded(trainer)
+    if sharded and not dist.is_main():  # write this rank's shards into rank 0's folder
+        _write_sharded(trainer, Path(dist.broadcast_object(None)), export=False)
+        dist.barrier()
+        return folder
 
     def write(tmp: Path) -> None:
-        trainer.policy.save(tmp)
+        if sharded:
+            dist.broadcast_object(str(tmp))
+            _write_sharded(trainer, tmp, export=True)
+        else:
+            trainer.policy.save(tmp)
         write_trainer_state(state, tmp)
 
     atomic_write_dir(folder, write, checksums=True)
@@ -320,7 +341,18 @@ def save_checkpoint(trainer: UniGRPOTrainer, work_dir: Path, damaged: set[str] |
     if damaged is not None:
         damaged.discard(folder.name)
     _prune(checkpoints, folder, damaged if damaged is not None else set())
+    if sharded:
+        dist.barrier()  # the checkpoint is whole before any rank goes on
     return folder
+
+
+def _write_sharded(trainer: UniGRPOTrainer, tmp: Path, *, export: bool) -> None:
+    """Every rank: the policy in its own layout from the gathered parameters (written by rank
+    0, ``export``), then each rank's shards into ``tmp/sharded``."""
+    with trainer.parallel.gathered():
+        if export:
+            trainer.policy.save(tmp)
+    sharded_checkpoint.save(trainer, tmp)
 
 
 def _apply_optimizer_state(trainer: UniGRPOTrainer, saved: dict, folder: Path) -> None:
@@ -352,8 +384,20 @@ def restore(trainer: UniGRPOTrainer, folder: Path, state: dict | None = None) ->
     folder = Path(folder)
     if state is None:
         state = check_checkpoint(folder)
-    trainer.policy.load_weights(folder)
-    _apply_optimizer_state(trainer, state["optimizer"], folder)
+    if sharded_checkpoint.has_shards(folder):  # any strategy, any world size (collective)
+        fresh = [{k: g[k] for k in RECIPE_GROUP_KEYS if k in g}
+                 for g in trainer.optimizer.param_groups]  # fmt: skip
+        sharded_checkpoint.load(trainer, folder, collective=_sharded(trainer))
+        for group, values in zip(trainer.optimizer.param_groups, fresh, strict=True):
+            group.update(values)
+    elif _sharded(trainer):
+        raise CheckpointError(
+            f"cannot resume {folder} with distributed.strategy='fsdp2': it was written by a "
+            "replicated run (no sharded/ folder); resume it with distributed.strategy='ddp'"
+        )
+    else:
+        trainer.policy.load_weights(folder)
+        _apply_optimizer_state(trainer, state["optimizer"], folder)
     torch.set_rng_state(state["torch_rng"])  # older checkpoints' stream states are not needed
     trainer.step = int(state["step"])
 
@@ -752,10 +796,13 @@ class _Run:
         return folder
 
 
-def _prepare(cfg, work_dir: Path, trainer: UniGRPOTrainer, has_run: bool) -> set[str]:
+def _prepare(
+    cfg, work_dir: Path, trainer: UniGRPOTrainer, has_run: bool, load: bool = True
+) -> tuple[set[str], ResumePoint]:
     """Remove leftovers of killed writes, restore the checkpoint ``--resume`` continues from
-    (or refuse), cut the metrics back to it, report changed options and write ``config.py``;
-    returns the names of damaged checkpoints."""
+    (or refuse; ``load=False``: only find it, for a collective restore by every rank), cut the
+    metrics back to it, report changed options and write ``config.py``; returns the names of
+    damaged checkpoints and the resume point."""
     checkpoints = work_dir / "checkpoints"
     for gone in remove_leftovers(checkpoints) + remove_leftovers(work_dir):
         warn(f"removed {gone}, left by a write that was killed")
@@ -763,14 +810,17 @@ def _prepare(cfg, work_dir: Path, trainer: UniGRPOTrainer, has_run: bool) -> set
     metrics = work_dir / "metrics.jsonl"
     if has_run and point.folder is None:
         _refuse_restart(work_dir, point)
+    step = trainer.step
     if point.folder is not None:
         _report_resume_point(work_dir, point)
-        restore(trainer, point.folder, point.state)
-        report_changed_options(cfg, work_dir / "config.py", trainer.step)
-    cut_metrics(metrics, trainer.step)
+        if load:
+            restore(trainer, point.folder, point.state)
+        step = int(point.state["step"])
+        report_changed_options(cfg, work_dir / "config.py", step)
+    cut_metrics(metrics, step)
     work_dir.mkdir(parents=True, exist_ok=True)
     _dump_config(cfg, work_dir)
-    return set(point.damaged)
+    return set(point.damaged), point
 
 
 def _refuse_restart(work_dir: Path, point: ResumePoint) -> None:
@@ -808,6 +858,9 @@ def train(cfg, work_dir: Path, *, resume: bool = False, quiet: bool = False) -> 
         run = _Run(trainer, work_dir, damaged)
         with Interrupts() as interrupts:
             _loop(cfg, run, interrupts, quiet or not dist.is_main())
+        # the ranks leave together: an FSDP2 rank that tore down its process group while rank
+        # 0 was still writing its last files was seen to abort at exit (1 run in 10)
+        dist.barrier()
         return trainer
     finally:
         dist.teardown()
@@ -816,22 +869,21 @@ def train(cfg, work_dir: Path, *, resume: bool = False, quiet: bool = False) -> 
 def _prepare_ranks(cfg, work_dir: Path, trainer: UniGRPOTrainer, has_run: bool) -> set[str]:
     """:func:`_prepare` on rank 0; the other ranks then restore the checkpoint it resumed from
     (if any) and every rank starts from rank 0's weights."""
-    resumed: list = [None]
+    sharded = _sharded(trainer)
+    resumed = None
     damaged: set[str] = set()
     if dist.is_main():
         try:
-            damaged = _prepare(cfg, work_dir, trainer, has_run)
+            damaged, point = _prepare(cfg, work_dir, trainer, has_run, load=not sharded)
         except OSError as error:
             if isinstance(error, (FileNotFoundError, FileExistsError)):
                 raise
             raise _storage_error(work_dir, error, trainer.step, "nothing was changed") from None
-        resumed = [trainer.step]
-    if dist.world_size() > 1:
-        import torch.distributed as torch_dist
-
-        torch_dist.broadcast_object_list(resumed, src=0)
-        if not dist.is_main() and resumed[0]:
-            restore(trainer, work_dir / "checkpoints" / f"step_{resumed[0]:06d}")
+        resumed = None if point.folder is None else int(point.state["step"])
+    resumed = dist.broadcast_object(resumed)
+    if resumed and (sharded or not dist.is_main()):  # FSDP2: every rank restores together
+        restore(trainer, work_dir / "checkpoints" / f"step_{resumed:06d}")
+    if dist.world_size() > 1 and not sharded:
         dist.broadcast_parameters(trainer.policy.module)
     return damaged
 
@@ -843,6 +895,7 @@ def _loop(cfg, run: _Run, interrupts: Interrupts, quiet: bool) -> None:
 
     trainer, schedule = run.trainer, cfg.schedule
     main = dist.is_main()
+    collective_save = _sharded(trainer)  # FSDP2: every rank writes its shards
     writer = SummaryWriter(str(run.work_dir / "tb")) if main else None
     report = RunReport(cfg, run.work_dir, writer, quiet=quiet) if main else None
     columns = [
@@ -873,12 +926,13 @@ def _loop(cfg, run: _Run, interrupts: Interrupts, quiet: bool) -> None:
                     )
                     if sample_now and result.batch is not None:  # rank 0 may hold no episode
                         report.sampled(run.sample(result.batch), trainer.step)
-                    if (schedule.save_every and trainer.step % schedule.save_every == 0) or last:
-                        run.save()
+                save_now = (schedule.save_every and trainer.step % schedule.save_every == 0) or last
+                if save_now and (main or collective_save):
+                    run.save()
                 # a stop asked of any rank stops every rank at the same step
                 if dist.any_rank(interrupts.received is not None) and not last:
                     received = interrupts.received or "a stop on another rank"
-                    if main and run.saved_step != trainer.step:
+                    if (main or collective_save) and run.saved_step != trainer.step:
                         run.save()
                     dist.barrier()  # the checkpoint is on disk before any rank leaves
                     folder = run.work_dir / "checkpoints" / f"step_{trainer.step:06d}"

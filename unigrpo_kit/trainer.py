@@ -37,6 +37,7 @@ from . import distributed as dd
 from .advantages import group_advantages
 from .guard import InvalidRewardError, NonFiniteError, RunStopped, non_finite_part
 from .objective import Objective
+from .parallel import build_strategy
 from .registry import ADVANTAGES, REWARDS, TASKS
 from .rewards.base import RewardOutput
 from .rollout.build import paints, trained_parts, training_engine
@@ -88,13 +89,17 @@ class UniGRPOTrainer:
             cfg, policy, self.task, self.reward, painter=self.reference if frozen_painter else None
         )
         self.image_sampler = self.engine.image_sampler
+        # DDP replicas or FSDP2 shards (distributed.strategy), made before the optimizer sees
+        # the parameters (parallel.py)
+        self.parallel = build_strategy(cfg)
+        held = [policy.module, getattr(self.reference, "module", None)]
+        self.parallel.prepare([m for m in held if m is not None])
         self.optimizer = self._optimizer(cfg.optimizer)
         self.prompt_splits = _prompt_splits(cfg.rollout.get("prompt_splits", "train"))
         # Every draw comes from a stream of (seed, step, purpose, ...), on the CPU whatever the
         # model's device, so a CUDA run and a run at any world size draw the same numbers.
         self.seed = cfg.seed
         self.split_groups = bool(cfg.rollout.get("split_groups", False))
-        dd.broadcast_parameters(policy.module)  # replicas start equal
         self.step = 0
         # The numerical guard: updates skipped because a loss or gradient was not finite.
         self.skipped_updates = 0
@@ -130,7 +135,12 @@ class UniGRPOTrainer:
 
     # ------------------------------------------------------------------ the loop
     def train_step(self) -> StepResult:
-        """One GRPO iteration (the module docstring's steps 1-5); returns metrics and episodes."""
+        """One GRPO iteration (the module docstring's steps 1-5); returns metrics and episodes.
+        Under FSDP2 the model is gathered whole for the step (parallel.py)."""
+        with self.parallel.gathered():
+            return self._train_step()
+
+    def _train_step(self) -> StepResult:
         start = time.perf_counter()
         batch = self.collect()  # 1. G episodes per prompt, no gradients
         rollout_s = time.perf_counter() - start
@@ -185,7 +195,8 @@ class UniGRPOTrainer:
         rows = [prompts[group] for group, _ in self.shard.keys()]
         progress = self.step / max(1, self.cfg.schedule.steps)
         self.policy.train(False)
-        batch = self.engine.rollout(rows, 1, generator=streams, progress=progress)
+        with self.parallel.gathered():
+            batch = self.engine.rollout(rows, 1, generator=streams, progress=progress)
         batch.group_ids = self.shard.group_ids().to(batch.group_ids.device)
         return batch
 
@@ -392,12 +403,13 @@ class UniGRPOTrainer:
         if loss is not None:  # None: this rank holds no row of the minibatch
             loss.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        dd.all_reduce_gradients(params)  # the ranks' shares summed: the minibatch's gradient
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.algorithm.grad_clip))
-        if not math.isfinite(grad_norm):
+        # the ranks' shares summed (the minibatch's gradient), then clipped
+        grad_norm = self.parallel.reduce_gradients(params, self.cfg.algorithm.grad_clip)
+        if math.isfinite(grad_norm):
+            self.optimizer.step()
+        else:
             self.optimizer.zero_grad(set_to_none=True)
-            return grad_norm
-        self.optimizer.step()
+        self.parallel.after_update()
         return grad_norm
 
     def guard(self, culprit: str | None) -> None:

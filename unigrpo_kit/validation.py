@@ -184,9 +184,14 @@ RULES: dict[str, Check] = {
     "evaluation.split": Check(lambda v: isinstance(v, str) and bool(v), "a split, e.g. 'eval'"),
     "evaluation.guidance_scale": number(0),
     "distributed.strategy": Check(
-        lambda v: v == "ddp",
-        "'ddp' (replicas, gradients all-reduced; FSDP2 sharding is not built yet, see "
-        "docs/distributed.md)",
+        lambda v: v in ("ddp", "fsdp2"),
+        "'ddp' (replicas, gradients all-reduced) or 'fsdp2' (parameters and optimizer state "
+        "sharded with fully_shard; docs/distributed.md)",
+    ),
+    "distributed.param_dtype": Check(
+        lambda v: v is None or v in ("float32", "bfloat16", "float16"),
+        "None (the model's own dtype), 'float32', 'bfloat16' or 'float16': the dtype FSDP2 "
+        "gathers parameters in",
     ),
     "distributed.backend": Check(
         lambda v: v in ("auto", "gloo", "nccl"), "'auto' (NCCL on CUDA, else gloo), 'gloo', 'nccl'"

@@ -112,5 +112,7 @@ rollout = dict(
 schedule = dict(steps=300, save_every=20, sample_every=10)
 evaluation = dict(num_prompts=64, steps=28, seed=0, split="eval", guidance_scale=1.0)
 # torchrun runs (train --nproc N): docs/distributed.md
+# strategy="fsdp2" shards parameters and optimizer state over the ranks when the master weights
+# and Adam's moments do not fit one device (docs/distributed.md)
 distributed = dict(strategy="ddp", backend="auto", timeout_s=300)
 seed = 0

@@ -32,16 +32,35 @@ TINY = [
 ]
 
 
+def whole(p: torch.Tensor) -> torch.Tensor:
+    """A parameter's full value (an FSDP2 shard is gathered)."""
+    from torch.distributed.tensor import DTensor
+
+    return p.full_tensor() if isinstance(p, DTensor) else p
+
+
+def local(p: torch.Tensor) -> torch.Tensor:
+    """What this rank stores of a parameter (its shard under FSDP2)."""
+    from torch.distributed.tensor import DTensor
+
+    return p.to_local() if isinstance(p, DTensor) else p
+
+
 def main() -> None:
     out, steps, options = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
     cfg = load_recipe(REPO / "recipes" / "unified_multiround.py", [*TINY, *options])
     distributed.setup(cfg)
     trainer = build_trainer(cfg)
     metrics = [trainer.train_step().metrics for _ in range(steps)]
-    params = {n: p.detach().cpu().clone() for n, p in trainer.model.named_parameters()}
+    params = {n: whole(p).detach().cpu().clone() for n, p in trainer.model.named_parameters()}
     out.mkdir(parents=True, exist_ok=True)
     torch.save(
-        {"metrics": metrics, "params": params, "rows": list(trainer.shard.rows)},
+        {
+            "metrics": metrics,
+            "params": params,
+            "rows": list(trainer.shard.rows),
+            "stored": sum(local(p).numel() for p in trainer.model.parameters()),
+        },  # fmt: skip
         out / f"rank{distributed.rank()}.pt",
     )
     distributed.teardown()
