@@ -61,7 +61,7 @@ class Replicated:
 
     name = "ddp"
 
-    def prepare(self, modules: list[nn.Module]) -> None:
+    def prepare(self, modules: list[nn.Module], policy=None) -> None:
         for module in modules:
             dd.broadcast_parameters(module)  # replicas start equal
 
@@ -137,10 +137,21 @@ class FullyShardedPolicy:
         self.units: list[nn.Module] = []  # every fully_shard'ed module, in a fixed order
         self.depth = 0  # nesting of gathered()
 
-    def prepare(self, modules: list[nn.Module]) -> None:
+    def prepare(self, modules: list[nn.Module], policy=None) -> None:
         """Shard each distinct module (blocks first, then the root). In a world of one there is
         nothing to shard: the modules stay as they are and checkpoints still take the sharded
-        format, so that a run saved at world W resumes here."""
+        format, so that a run saved at world W resumes here. ``policy``: the trained policy,
+        whose forward passes must run under autocast to ``param_dtype`` if that is not
+        float32 (gathered bf16 weights meet float32 activations otherwise)."""
+        low = self.param_dtype not in (None, torch.float32)
+        if low and getattr(policy, "autocast_dtype", None) != self.param_dtype:
+            name = type(policy).__name__
+            raise ValueError(
+                f"distributed.param_dtype={str(self.param_dtype).split('.')[-1]!r} needs a "
+                f"policy whose forward passes run under autocast to that dtype "
+                f"(model.dtype='bfloat16' for the transformers and diffusers policies); {name} "
+                "computes in float32 here: set distributed.param_dtype=None"
+            )
         unique = list({id(m): m for m in modules}.values())
         self.modules = unique
         if dd.world_size() == 1:

@@ -93,7 +93,7 @@ class UniGRPOTrainer:
         # the parameters (parallel.py)
         self.parallel = build_strategy(cfg)
         held = [policy.module, getattr(self.reference, "module", None)]
-        self.parallel.prepare([m for m in held if m is not None])
+        self.parallel.prepare([m for m in held if m is not None], policy)
         self.optimizer = self._optimizer(cfg.optimizer)
         self.prompt_splits = _prompt_splits(cfg.rollout.get("prompt_splits", "train"))
         # Every draw comes from a stream of (seed, step, purpose, ...), on the CPU whatever the

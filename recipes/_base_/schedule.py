@@ -3,7 +3,7 @@ schedule = dict(steps=120, save_every=20, sample_every=20, log_every=10)
 # split: "eval" (held-out phrasings, the reported score) or "train" (the phrasings RL saw).
 evaluation = dict(num_prompts=140, steps=20, seed=0, split="eval")
 # torchrun runs (train --nproc N): docs/distributed.md
-distributed = dict(strategy="ddp", backend="auto", timeout_s=300)
+distributed = dict(strategy="ddp", backend="auto", timeout_s=300, param_dtype=None)
 seed = 0
 threads = 2
 # Experiment trackers beside TensorBoard (always on), e.g.

@@ -75,5 +75,5 @@ evaluation = dict(num_prompts=64, steps=40, seed=0, split="eval", guidance_scale
 # torchrun runs (train --nproc N): docs/distributed.md
 # strategy="fsdp2" shards parameters and optimizer state over the ranks when the master weights
 # and Adam's moments do not fit one device (docs/distributed.md)
-distributed = dict(strategy="ddp", backend="auto", timeout_s=300)
+distributed = dict(strategy="ddp", backend="auto", timeout_s=300, param_dtype=None)
 seed = 0

@@ -222,6 +222,12 @@ class ComposedUnified:
     # -- what the policy is --------------------------------------------------------------------
 
     @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The parts' common autocast dtype (None unless both compute under the same one)."""
+        dtypes = {getattr(part, "autocast_dtype", None) for part in (self.reasoner, self.painter)}
+        return dtypes.pop() if len(dtypes) == 1 else None
+
+    @property
     def device(self) -> torch.device:
         """The device both parts compute on."""
         return self.reasoner.device

@@ -330,6 +330,12 @@ class DiffusersFlowPolicy:
     # -- what the model is ---------------------------------------------------------------------
 
     @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype of the forward passes' autocast (``model.dtype``), None for float32:
+        FSDP2 may gather the parameters in it (``distributed.param_dtype``)."""
+        return self._autocast_dtype
+
+    @property
     def device(self) -> torch.device:
         """The device of every part of the pipeline."""
         return self._device
