@@ -13,7 +13,8 @@ Each recipe's six runs are one resumable ``unigrpo-kit ablate`` sweep
 (``work_dirs/ablate_protocol_<recipe>``); rerunning the tool skips finished runs and resumes a
 killed one from its checkpoint, and the base scores are kept in ``<out>/<recipe>/base.json``.
 ``--write-docs`` puts the table into docs/training.md between its ``protocol`` markers and the
-numbers into docs/assets/protocol_results.json.
+numbers into docs/assets/protocol_results.json (recipes not run this time keep their recorded
+rows).
 """
 
 from __future__ import annotations
@@ -126,6 +127,19 @@ def table(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def merged(summaries: list[dict]) -> list[dict]:
+    """These summaries, and the recorded ones (docs/assets/protocol_results.json) of the
+    recipes not run this time, in the order of RECIPES: a recipe's six runs need not be
+    repeated to write another's."""
+    recorded = Path("docs/assets/protocol_results.json")
+    by_recipe = {}
+    if recorded.exists():
+        by_recipe = {s["recipe"]: s for s in json.loads(recorded.read_text())}
+    by_recipe.update({s["recipe"]: s for s in summaries})
+    order = [r for r in RECIPES if r in by_recipe] + sorted(set(by_recipe) - set(RECIPES))
+    return [by_recipe[r] for r in order]
+
+
 def write_docs(summaries: list[dict]) -> None:
     text = DOC.read_text()
     if BEGIN not in text or END not in text:
@@ -152,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         summaries.append(summarize(recipe, base, train_runs(recipe, args.jobs)))
         print(table(summaries), flush=True)
     if args.write_docs:
-        write_docs(summaries)
+        write_docs(merged(summaries))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@ greedy episode each from the evaluation engine (reasoning, ODE painting, as many
 recipe allows); on each episode's final image the judge's strict and partial scores and the
 quality metric, and, with reasoning, whether the reasoning parses as a scene. A policy that
 paints nothing (a causal LM on the riddle task) is scored on its reasoning alone: the scene it
-describes, judged against the prompt (``reasoning/strict``, ``reasoning/partial``).
+describes, judged against the prompt (``reasoning/strict``, ``reasoning/partial``). A unified
+policy's score is also split into its halves: ``reasoning/strict`` (its reasoning's scene
+against the prompt) and ``painter/right_given_right_reasoning`` (the image's strict score over
+the episodes whose reasoning was right: the painter's fidelity, the room an image expert has),
+and ``reasoning/objects``, the objects its parsed scene holds (quality falls with them).
 """
 
 from __future__ import annotations
@@ -35,6 +39,15 @@ def episode_metrics(batch, reasoning: bool) -> list[dict[str, float]]:
             row.update({"reasoning/strict": float(met == total), "reasoning/partial": met / total})
         if reasoning:
             row["reasoning/valid"] = float(scene is not None)
+        if reasoning and images is not None:
+            # the score split into its halves: the reasoning's scene judged against the prompt,
+            # and the painter's fidelity where that scene was right (a key only those rows have)
+            met, total = constraints_met(scene, prompt.spec) if scene is not None else (0, 1)
+            row["reasoning/strict"] = float(met == total)
+            if scene is not None:
+                row["reasoning/objects"] = float(len(scene.objects))
+            if met == total:
+                row["painter/right_given_right_reasoning"] = row["judge/strict"]
         key = "judge/strict" if images is not None else "reasoning/strict"
         row[f"strict/{prompt.category}"] = row[key]
         rows.append(row)
