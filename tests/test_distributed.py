@@ -120,11 +120,11 @@ CLI_TINY = [
 ]  # fmt: skip
 
 
-def cli_train(work_dir: Path, *extra: str, wait: bool = True, nproc: int = 2):
+def cli_train(work_dir: Path, *extra: str, wait: bool = True, nproc: int = 2, options=CLI_TINY):
     command = [sys.executable, "-m", "unigrpo_kit.cli", "train",
                str(REPO / "recipes" / "unified_multiround.py"), "--work-dir", str(work_dir),
                "--quiet", "--nproc", str(nproc), *extra]  # fmt: skip
-    for option in CLI_TINY:
+    for option in options:
         command += ["--cfg-options", option]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if not wait:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_distributed import CLI_TINY, REPO, assert_same_run, metrics, run_worker
+from test_distributed import CLI_TINY, REPO, assert_same_run, cli_train, metrics, run_worker
 
 from unigrpo_kit.parallel import transformer_blocks
 
@@ -79,13 +79,7 @@ FSDP_CLI = [*CLI_TINY, "rollout.prompts_per_step=3", "rollout.group_size=4", "se
 
 
 def cli(work_dir: Path, nproc: int, *extra: str, options=FSDP_CLI):
-    command = [sys.executable, "-m", "unigrpo_kit.cli", "train",
-               str(REPO / "recipes" / "unified_multiround.py"), "--work-dir", str(work_dir),
-               "--quiet", "--nproc", str(nproc), *extra]  # fmt: skip
-    for option in options:
-        command += ["--cfg-options", option]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    return cli_train(work_dir, *extra, nproc=nproc, options=options)
 
 
 def back_to_step_2(source: Path, target: Path) -> Path:

@@ -73,16 +73,6 @@ class Replicated:
         dd.all_reduce_gradients(params)  # the ranks' shares summed: the minibatch's gradient
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
-    def _named_parameters(self):
-        """``(key, parameter)`` of every held module, each parameter once (a LoRA reference
-        shares the policy's module), keyed alike whether gathered or sharded."""
-        seen: set[int] = set()
-        for index, module in enumerate(self.modules):
-            for name, p in module.named_parameters(remove_duplicate=False):
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    yield f"{index}.{name}", p
-
     def after_update(self) -> None:
         pass
 
