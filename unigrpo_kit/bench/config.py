@@ -56,7 +56,7 @@ RECIPE = dict(
     ),
     schedule=dict(steps=120, save_every=20, sample_every=20, log_every=10),
     evaluation=dict(num_prompts=140, steps=20, seed=0, split="eval"),
-    distributed=dict(strategy="ddp", backend="auto", timeout_s=300),
+    distributed=dict(strategy="ddp", backend="auto", timeout_s=300, param_dtype=None),
     seed=0,
     threads=2,
     trackers=[],
