@@ -73,11 +73,16 @@ class Objective:
         return any(r.needs_reference for r in self.regularizers)
 
     def terms(
-        self, current: Recomputed, reference: Recomputed | None, advantages: torch.Tensor
+        self,
+        current: Recomputed,
+        reference: Recomputed | None,
+        advantages: torch.Tensor,
+        image_advantages: torch.Tensor | None = None,
     ) -> ObjectiveTerms:
         """The weighted terms from the recomputed ``current`` (and ``reference``) terms of N
         episodes and their advantages [N], one per episode, shared by all its tokens and
-        trained steps."""
+        trained steps; ``image_advantages`` [N], where given, replace them in J_flow (a
+        recipe's ``algorithm.image_reward``: the painter's own term, see the trainer)."""
         parts: dict[str, torch.Tensor] = {}
         denominators: dict[str, float] = {}
         metrics: dict[str, float] = {}
@@ -93,7 +98,8 @@ class Objective:
         if current.image is not None:
             i = current.image
             out = self.image_loss(
-                i.log_probs, i.old_log_probs, advantages, i.mask,
+                i.log_probs, i.old_log_probs,
+                advantages if image_advantages is None else image_advantages, i.mask,
                 mean=i.means, old_mean=i.old_means, std=i.stds, dt=i.dts,
             )  # fmt: skip
             parts["loss/image"] = self.image_loss_weight * out.loss

@@ -5,7 +5,9 @@ Per step (UniGRPO, arXiv 2603.23500, Sec. 3):
 1. collect G episodes for each of P prompts with the current policy (no gradients);
 2. score each episode once, at its end: R_i (one sparse terminal reward);
 3. one group-relative advantage per episode, A_i = (R_i - mean_G R) / std_G R, shared by all its
-   generated tokens and all its trained denoising steps;
+   generated tokens and all its trained denoising steps (an option, ``algorithm.image_reward``,
+   adds a term of the painter's own to its steps' advantage: A^img_i = A_i + w * A(q)_i, with
+   A(q) the same group normalisation of an image reward q);
 4. K inner epochs over minibatches of episodes, minimising
        J = J_text (GRPO, Eq. 2) + lambda * J_flow (Flow-GRPO over SDE-window steps, Eq. 6)
            + sum_r w_r * regularizer_r   (velocity MSE, Eq. 8, by default for images)
@@ -76,6 +78,10 @@ class UniGRPOTrainer:
         self.task = TASKS.build(cfg.task)
         self.reward = REWARDS.build(cfg.reward)
         self.advantage = ADVANTAGES.build(cfg.algorithm.advantage)
+        # The painter's own reward term (None: UniGRPO's one shared advantage for both halves).
+        image_reward = cfg.algorithm.get("image_reward")
+        self.image_reward = REWARDS.build(image_reward) if image_reward else None
+        self.image_reward_weight = float(cfg.algorithm.get("image_reward_weight", 1.0))
         self.objective = Objective(
             cfg.algorithm, train_text=self.train_text, train_image=self.train_image
         )
@@ -209,11 +215,17 @@ class UniGRPOTrainer:
         row without one valid reward stop the run. Rewards see CPU images; rewards and
         advantages stay on the CPU (as ``group_ids``)."""
         scored = self._reward(batch) if batch is not None else None
+        painter = self._image_reward(batch) if batch is not None else None
+        if painter is not None:
+            scored.metrics["reward/image_term"] = painter
         shard = getattr(self, "shard", None)
         if shard is None or dd.world_size() == 1:
             batch.rewards = scored.scores.float()
             batch.advantages = group_advantages(
                 self.advantage, batch.rewards, batch.group_ids, scored.components
+            )
+            batch.image_advantages = self._image_advantages(
+                batch.advantages, batch.rewards, painter, batch.group_ids
             )
             self.global_rewards = batch.rewards
             self._count_invalid(batch.rewards)
@@ -248,8 +260,14 @@ class UniGRPOTrainer:
         metrics = {k: assemble(lambda part, k=k: part["metrics"].get(k)) for k in metric_keys}
         group_ids = torch.arange(shard.num_groups).repeat_interleave(shard.group_size)
         advantages = group_advantages(self.advantage, rewards, group_ids, components)
+        image_advantages = self._image_advantages(
+            advantages, rewards, metrics.get("reward/image_term"), group_ids
+        )
         if batch is not None:
-            batch.advantages = advantages[torch.tensor(shard.rows, dtype=torch.long)]
+            mine_rows = torch.tensor(shard.rows, dtype=torch.long)
+            batch.advantages = advantages[mine_rows]
+            if image_advantages is not None:
+                batch.image_advantages = image_advantages[mine_rows]
         self.global_rewards = rewards
         self._count_invalid(rewards)
         return RewardOutput(rewards, metrics=metrics, components=components)
@@ -268,6 +286,34 @@ class UniGRPOTrainer:
                 file=sys.stderr,
             )
             return RewardOutput(torch.full((len(batch),), float("nan")))
+
+    def _image_reward(self, batch) -> torch.Tensor | None:
+        """The painter's own reward q [N] on each episode's last image (``algorithm.image_reward``),
+        None without one; NaN where it failed (the episode's image term is then 0)."""
+        if self.image_reward is None:
+            return None
+        images = batch.final_images()
+        try:
+            out = self.image_reward(prompts=batch.prompts, images=images.cpu(), texts=batch.texts)
+            return out.scores.float()
+        except Exception as error:
+            print(
+                f"warning: step {self.step + 1}: algorithm.image_reward failed "
+                f"({type(error).__name__}: {error}); the painter's term is 0 this step",
+                file=sys.stderr,
+            )
+            return torch.full((len(batch),), float("nan"))
+
+    def _image_advantages(self, advantages, rewards, painter, group_ids):
+        """A^img = A + w * A(q): the shared advantage plus the image reward's group-normalised
+        advantage (the recipe's estimator), over the episodes whose terminal reward and q are
+        both finite; None without an image reward."""
+        if painter is None:
+            return None
+        q = torch.where(torch.isfinite(rewards), painter, torch.full_like(painter, float("nan")))
+        return advantages + self.image_reward_weight * group_advantages(
+            self.advantage, q, group_ids
+        )
 
     def _count_invalid(self, rewards: torch.Tensor) -> None:
         """Stop after ``algorithm.max_invalid_reward_steps`` steps in a row with no valid
@@ -293,7 +339,10 @@ class UniGRPOTrainer:
         else:
             keep = torch.isfinite(batch.rewards)  # an invalid reward trains nothing
             if self.cfg.algorithm.get("skip_zero_advantage", True):
-                keep = keep & (batch.advantages != 0)
+                signal = batch.advantages != 0
+                if batch.image_advantages is not None:
+                    signal = signal | (batch.image_advantages != 0)
+                keep = keep & signal
             keep = torch.nonzero(keep).flatten()
         # the global rows this rank trains, and how many all ranks train
         shard = getattr(self, "shard", None)
@@ -488,7 +537,10 @@ class UniGRPOTrainer:
         if reference is None:
             reference = self.reference_terms(minibatch)
         advantages = minibatch.advantages.to(self.device)
-        return self.objective.terms(current, reference, advantages)
+        image_advantages = minibatch.image_advantages
+        if image_advantages is not None:
+            image_advantages = image_advantages.to(self.device)
+        return self.objective.terms(current, reference, advantages, image_advantages)
 
     def check_on_policy(self, deviation: dict[str, float]) -> float:
         """The largest |log pi_new - log pi_old| at the first minibatch; raise if too large."""

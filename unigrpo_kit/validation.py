@@ -167,6 +167,8 @@ RULES: dict[str, Check] = {
     "algorithm.grad_clip": number(0, above=True),
     "algorithm.self_check_tol": number(0, above=True),
     "algorithm.image_loss_weight": number(0),
+    "algorithm.image_reward": optional(COMPONENT),
+    "algorithm.image_reward_weight": number(0),
     "algorithm.skip_zero_advantage": boolean(),
     "algorithm.max_skipped_updates": integer(1),
     "optimizer.lr_text": number(0),
@@ -314,6 +316,11 @@ def check_mode_keys(tree: Mapping) -> None:
         needed.append(("rollout.image_sampler", "the reward looks at images"))
     if tree["rollout"]["reasoning"]:
         needed.append(("rollout.text_sampler", "rollout.reasoning=True writes a reasoning"))
+    if mode == "text" and lookup(tree, "algorithm.image_reward") not in (_MISSING, None):
+        raise RecipeError(
+            "recipe key algorithm.image_reward: a reward for the painter's steps, but "
+            "rollout.mode='text' trains no image; remove it or use mode 'unified' or 'image'"
+        )
     for key, reason in needed:
         if lookup(tree, key) in (_MISSING, None):
             raise RecipeError(
@@ -388,8 +395,10 @@ def check_components(tree: Mapping) -> None:
     built = {}
     for registry_name, key, spec in component_specs(tree):
         built[key] = _build(getattr(registry, registry_name), spec, key)
-    for key, reg in (("task", registry.TASKS), ("reward", registry.REWARDS)):
-        spec = tree[key]
+    extra = tree["algorithm"].get("image_reward")
+    image_reward = [("algorithm.image_reward", extra)] if _component(extra) else []
+    for key, spec in [("task", tree["task"]), ("reward", tree["reward"]), *image_reward]:
+        reg = registry.TASKS if key == "task" else registry.REWARDS
         if not _unset_path(spec) and _builtin_only(spec, reg):
             _build(reg, spec, key)
     window = built.get("rollout.window")

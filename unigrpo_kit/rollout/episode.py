@@ -87,7 +87,9 @@ class ConditionRecord:
 class EpisodeBatch:
     """N episodes (``len(prompts)``), G per prompt; ``group_ids`` [N] says which prompt.
 
-    ``rewards`` and ``advantages`` [N] are filled in by the trainer after scoring.
+    ``rewards`` and ``advantages`` [N] are filled in by the trainer after scoring;
+    ``image_advantages`` [N] too when the recipe gives the painter a reward term of its own
+    (``algorithm.image_reward``), else it stays None and the images share ``advantages``.
     """
 
     prompts: list
@@ -97,6 +99,7 @@ class EpisodeBatch:
     reflections: list[list[str]] = field(default_factory=list)
     rewards: torch.Tensor | None = None
     advantages: torch.Tensor | None = None
+    image_advantages: torch.Tensor | None = None
     reward_metrics: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -161,4 +164,7 @@ class EpisodeBatch:
             reflections=[[r[i] for i in index] for r in self.reflections],
             rewards=None if self.rewards is None else self.rewards[rows],
             advantages=None if self.advantages is None else self.advantages[rows],
+            image_advantages=(
+                None if self.image_advantages is None else self.image_advantages[rows]
+            ),
         )
