@@ -48,6 +48,9 @@ def assert_same_run(single: dict, ranks: list[dict]) -> None:
     for step, (one, many) in enumerate(zip(single["metrics"], ranks[0]["metrics"], strict=True)):
         assert many["reward/mean"] == one["reward/mean"], f"step {step + 1}"
         assert many["episodes/trained"] == one["episodes/trained"], f"step {step + 1}"
+        if "reward/image_term" in one:  # a mean of floats, summed in another order
+            term = pytest.approx(one["reward/image_term"], rel=1e-5)
+            assert many["reward/image_term"] == term, f"step {step + 1}"
         assert set(many) == set(one)
         for key in ("loss/text", "loss/image", "reg/TokenKL", "reg/VelocityMSE", "grad_norm"):
             if key not in one:  # a step that trained nothing logs no regularizer
@@ -77,7 +80,12 @@ def test_two_ranks_with_whole_groups_equal_one_process(single, tmp_path):
 
 
 def test_split_groups_with_an_odd_group_size_equal_one_process(tmp_path):
-    options = ("rollout.group_size=3", "rollout.split_groups=True")
+    """Also with the painter's own reward term, whose group statistics need every rank's q."""
+    options = (
+        "rollout.group_size=3",
+        "rollout.split_groups=True",
+        "algorithm.image_reward={'type': 'QualityReward'}",
+    )
     one = run_worker(tmp_path / "one", 1, *options)[0]
     ranks = run_worker(tmp_path / "two", 2, *options)
     # 9 rows over 2 ranks: the second group straddles them
