@@ -129,3 +129,30 @@ def test_gated_judge_scores_zero_where_the_reasoning_does_not_parse() -> None:
     assert output.metrics["reasoning/valid"].tolist() == [1.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="needs texts"):
         reward(prompts=PROMPTS, images=images)
+
+
+def test_painter_fidelity_scores_the_image_only_where_the_reasoning_is_right() -> None:
+    from unigrpo_kit.rewards.judge import PainterFidelity
+
+    # rows: right reasoning + right picture, right reasoning + a picture with the relation
+    # wrong, a reasoning with the relation wrong (its faithful picture is no evidence), no scene
+    texts = [describe(GOOD), describe(GOOD), describe(SWAPPED), "red circle somewhere"]
+    images = render_batch([GOOD, SWAPPED, SWAPPED, GOOD])
+    prompts = [PROMPT] * 4
+    partial = PainterFidelity()(prompts=prompts, images=images, texts=texts)
+    assert partial.scores[:2].tolist() == pytest.approx([1.0, 3 / 4])
+    assert torch.isnan(partial.scores[2:]).all()
+    strict = PainterFidelity(mode="strict")(prompts=prompts, images=images, texts=texts)
+    assert strict.scores[:2].tolist() == [1.0, 0.0]
+    noisy = images + 0.05 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+    noisy = torch.cat([images[:1], noisy[1:2].clamp(0, 1), images[2:]])
+    with_quality = PainterFidelity(quality_weight=0.5)(prompts=prompts, images=noisy, texts=texts)
+    judged = ShapeWorldJudge("partial")(prompts=prompts, images=noisy)
+    expected = judged.scores[:2] + 0.5 * judged.metrics["quality"][:2]
+    assert with_quality.scores[:2].tolist() == pytest.approx(expected.tolist())
+    assert with_quality.scores[0] == pytest.approx(1.5)  # an exact render: quality 1
+    assert torch.isnan(with_quality.metrics["painter/fidelity"][2:]).all()
+    with pytest.raises(ValueError, match="mode"):
+        PainterFidelity(mode="lenient")
+    with pytest.raises(ValueError, match="quality_weight"):
+        PainterFidelity(quality_weight=-1)

@@ -11,6 +11,8 @@ from unigrpo_kit.registry import REWARDS
 from unigrpo_kit.rewards.base import Reward, RewardOutput, specs_of
 from unigrpo_kit.tasks.shapeworld.judge import score_batch
 from unigrpo_kit.tasks.shapeworld.quality_metric import quality_batch
+from unigrpo_kit.tasks.shapeworld.scene import parse_reasoning
+from unigrpo_kit.tasks.shapeworld.spec import constraints_met
 
 JUDGE_MODES = ("strict", "partial")
 
@@ -50,3 +52,47 @@ class QualityReward(Reward):
     ) -> RewardOutput:
         scores = quality_batch(images)
         return RewardOutput(scores, {"quality": scores})
+
+
+@REWARDS.register_module()
+class PainterFidelity(Reward):
+    """The painter's share of a unified episode: the judge's score of the image where the
+    episode's reasoning states a right scene, and no score (NaN) where it does not (a painter
+    told to draw a wrong scene says nothing about the painter by drawing it):
+
+        f_i = judge_mode(x_i, spec_i) + quality_weight * quality(x_i)   if the reasoning of
+              episode i parses to a scene that meets every constraint of spec_i, else NaN
+
+    Meant for ``algorithm.image_reward`` (the painter's own advantage term), where a NaN row
+    gets no term; as the terminal ``reward`` its NaN rows would be invalid episodes.
+    Metrics: ``painter/fidelity`` (the judge's score over the right reasonings, NaN elsewhere).
+    """
+
+    needs = frozenset({"images", "texts"})
+
+    def __init__(self, mode: str = "partial", quality_weight: float = 0.0) -> None:
+        if mode not in JUDGE_MODES:
+            raise ValueError(f"PainterFidelity mode {mode!r} must be one of {JUDGE_MODES}")
+        if quality_weight < 0:
+            raise ValueError(f"PainterFidelity quality_weight must be >= 0, got {quality_weight}")
+        self.mode = mode
+        self.quality_weight = quality_weight
+
+    def compute(
+        self, *, prompts: Sequence[Any], images: torch.Tensor, texts: Sequence[str] | None
+    ) -> RewardOutput:
+        specs = specs_of(prompts, type(self).__name__)
+        strict, partial = score_batch(images, specs)
+        judged = strict if self.mode == "strict" else partial
+        right = []
+        for text, spec in zip(texts, specs, strict=True):
+            scene = parse_reasoning(text)
+            met, total = constraints_met(scene, spec) if scene is not None else (0, 1)
+            right.append(met == total)
+        right = torch.tensor(right, dtype=torch.bool)
+        nan = torch.full_like(judged, float("nan"))
+        fidelity = torch.where(right, judged, nan)
+        scores = fidelity
+        if self.quality_weight:
+            scores = fidelity + self.quality_weight * quality_batch(images)
+        return RewardOutput(scores, {"painter/fidelity": fidelity})
