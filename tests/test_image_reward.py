@@ -95,23 +95,21 @@ def test_without_an_image_reward_both_halves_share_one_advantage(make_trainer, m
     assert batch.image_advantages is None
 
 
-def test_a_text_only_recipe_refuses_an_image_reward(tmp_path):
+@pytest.mark.parametrize(
+    "base, image_reward, message",
+    [
+        ("text_grpo", "QualityReward", r"algorithm\.image_reward.*mode='text'"),
+        ("unified_single_round", "QualityRewardd", r"algorithm\.image_reward"),
+    ],
+    ids=["text-only recipe", "unknown reward"],
+)
+def test_a_wrong_image_reward_is_refused_in_one_line(tmp_path, base, image_reward, message):
     recipe = tmp_path / "r.py"
     recipe.write_text(
-        "_base_ = ['" + str(_recipes() / "text_grpo.py") + "']\n"
-        "algorithm = dict(image_reward=dict(type='QualityReward'))\n"
+        f"_base_ = ['{_recipes() / (base + '.py')}']\n"
+        f"algorithm = dict(image_reward=dict(type='{image_reward}'))\n"
     )
-    with pytest.raises(RecipeError, match=r"algorithm\.image_reward.*mode='text'"):
-        load_recipe(recipe)
-
-
-def test_an_unknown_image_reward_is_named(tmp_path):
-    recipe = tmp_path / "r.py"
-    recipe.write_text(
-        "_base_ = ['" + str(_recipes() / "unified_single_round.py") + "']\n"
-        "algorithm = dict(image_reward=dict(type='QualityRewardd'))\n"
-    )
-    with pytest.raises(RecipeError, match=r"algorithm\.image_reward"):
+    with pytest.raises(RecipeError, match=message):
         load_recipe(recipe)
 
 
@@ -119,3 +117,14 @@ def _recipes():
     from pathlib import Path
 
     return Path(__file__).resolve().parents[1] / "recipes"
+
+
+def test_cfg_options_may_set_the_optional_key_the_recipe_leaves_out():
+    cfg = load_recipe(
+        _recipes() / "unified_single_round.py",
+        ["algorithm.image_reward={'type': 'PainterFidelity'}", "algorithm.image_reward_weight=0.5"],
+    )
+    assert cfg.algorithm.image_reward == {"type": "PainterFidelity"}
+    assert cfg.algorithm.image_reward_weight == 0.5
+    with pytest.raises(RecipeError, match="closest keys"):
+        load_recipe(_recipes() / "unified_single_round.py", ["algorithm.image_rewards=1"])

@@ -39,7 +39,13 @@ def parse_value(text: str):
 
 
 def check_key(cfg: Config, key: str, source: str = "--cfg-options") -> None:
-    """Raise a :class:`RecipeError` naming the closest real keys if ``key`` is not in ``cfg``."""
+    """Raise a :class:`RecipeError` naming the closest real keys if ``key`` is not in ``cfg``
+    and is not an optional key the kit reads (:data:`unigrpo_kit.validation.RULES`, e.g.
+    ``algorithm.image_reward``, which the built-in recipes leave out)."""
+    from .validation import RULES
+
+    if key in RULES:
+        return
     node = cfg._cfg_dict.to_dict()
     parts = key.split(".")
     for depth, part in enumerate(parts):

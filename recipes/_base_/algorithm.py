@@ -18,10 +18,6 @@ algorithm = dict(
     self_check_tol=1e-3,
     # DAPO's dynamic sampling: groups whose rewards are all equal (A = 0) are not trained on.
     skip_zero_advantage=True,
-    # None: one advantage shared by tokens and denoising steps (UniGRPO). A reward here gives the
-    # painter a term of its own, A + image_reward_weight * A(q) (docs/training.md, step 3).
-    image_reward=None,
-    image_reward_weight=1.0,
 )
 # The reasoning is where this world's eval prompts are won (docs/training.md: Results); the image
 # expert moves 30x slower so that its pictures stay clean (the quality metric). The 10-step

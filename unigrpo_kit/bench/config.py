@@ -33,8 +33,6 @@ RECIPE = dict(
         grad_clip=1.0,
         self_check_tol=1e-3,
         skip_zero_advantage=True,
-        image_reward=None,
-        image_reward_weight=1.0,
     ),
     optimizer=dict(
         lr_text=3e-4, lr_image=1e-5, betas=(0.9, 0.999), weight_decay=0.0, warmup_steps=10
