@@ -22,8 +22,8 @@ def poison_terms(monkeypatch, trainer, calls: set[int], part: str = "loss/image"
     original = Objective.terms
     count = {"n": -1}
 
-    def terms(self, current, reference, advantages):
-        out = original(self, current, reference, advantages)
+    def terms(self, current, reference, advantages, image_advantages=None):
+        out = original(self, current, reference, advantages, image_advantages)
         count["n"] += 1
         if count["n"] in calls:
             out.parts[part] = out.parts[part] * float("nan")
