@@ -5,9 +5,11 @@
 commit b95fcff, before TinyUnified moved behind :mod:`unigrpo_kit.models.protocol` (every
 refactor since reproduced it); re-recorded once, on purpose, when the judge's kind rule became
 template matching, the recipes took a 10-step learning-rate warm-up and every draw moved to
-per-episode streams of (seed, step) for data parallelism (``recorded_with`` says where). A
-refactor that changes what the trainer computes (an extra random draw, another order of
-operations, a term left out) moves these numbers.
+per-episode streams of (seed, step) for data parallelism (``recorded_with`` says where).
+Re-recorded again when the recipe took one guided member per group; the numbers before it
+stay pinned for ``rollout.guided_members=0`` (``regression_unified_multiround_unguided.json``),
+which the change reproduced exactly. A refactor that changes what the trainer computes (an
+extra random draw, another order of operations, a term left out) moves these numbers.
 """
 
 from __future__ import annotations
@@ -21,13 +23,20 @@ import torch
 from unigrpo_kit.recipe import load_recipe
 from unigrpo_kit.runner import build_trainer
 
-PIN = Path(__file__).parent / "data" / "regression_unified_multiround.json"
+PINS = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_the_default_multiround_recipe_repeats_its_recorded_first_steps():
-    recorded = json.loads(PIN.read_text())["steps"]
-    cfg = load_recipe(REPO / "recipes" / "unified_multiround.py", ["threads=1"])
+@pytest.mark.parametrize(
+    "pin, options",
+    [
+        ("regression_unified_multiround.json", []),
+        ("regression_unified_multiround_unguided.json", ["rollout.guided_members=0"]),
+    ],
+)
+def test_the_default_multiround_recipe_repeats_its_recorded_first_steps(pin, options):
+    recorded = json.loads((PINS / pin).read_text())["steps"]
+    cfg = load_recipe(REPO / "recipes" / "unified_multiround.py", ["threads=1", *options])
     trainer = build_trainer(cfg)
     try:
         for expected in recorded:

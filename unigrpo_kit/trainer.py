@@ -106,6 +106,7 @@ class UniGRPOTrainer:
         # model's device, so a CUDA run and a run at any world size draw the same numbers.
         self.seed = cfg.seed
         self.split_groups = bool(cfg.rollout.get("split_groups", False))
+        self.guided_members = _guided_members(cfg)
         self.step = 0
         # The numerical guard: updates skipped because a loss or gradient was not finite.
         self.skipped_updates = 0
@@ -177,7 +178,28 @@ class UniGRPOTrainer:
         }
         for key in ("loss/text", "loss/image", "grad_norm"):
             metrics.setdefault(key, 0.0)
+        if self.guided_members:
+            metrics.update(self._guided_metrics(batch))
         return StepResult(metrics, batch)
+
+    def _guided_metrics(self, batch) -> dict:
+        """With off-policy guidance, the mean reward of the sampled episodes alone (what the
+        policy does) and of the guided ones (what the reference earns)."""
+        own = [0.0, 0.0, 0.0, 0.0]
+        if batch is not None and batch.guided is not None and batch.rewards is not None:
+            valid = torch.isfinite(batch.rewards)
+            for offset, rows in ((0, ~batch.guided), (2, batch.guided)):
+                picked = rows & valid
+                own[offset] = float(batch.rewards[picked].sum())
+                own[offset + 1] = float(picked.sum())
+        elif batch is not None and batch.rewards is not None:
+            valid = torch.isfinite(batch.rewards)
+            own[0], own[1] = float(batch.rewards[valid].sum()), float(valid.sum())
+        sampled, n_sampled, guided, n_guided = dd.all_reduce(own)
+        return {
+            "reward/sampled_mean": sampled / n_sampled if n_sampled else float("nan"),
+            "reward/guided_mean": guided / n_guided if n_guided else float("nan"),
+        }
 
     def collect(self, stream_seed: int | None = None):
         """Sample this step's prompts and roll out ``group_size`` episodes for each: the rows
@@ -201,8 +223,14 @@ class UniGRPOTrainer:
         rows = [prompts[group] for group, _ in self.shard.keys()]
         progress = self.step / max(1, self.cfg.schedule.steps)
         self.policy.train(False)
+        # Off-policy guidance: the last k members of each group write the prompt's reference
+        # reasoning (only in training: a probe with its own stream seed samples every member).
+        k = self.guided_members if stream_seed is None else 0
+        guided = torch.tensor([m >= roll.group_size - k for _, m in self.shard.keys()])
         with self.parallel.gathered():
-            batch = self.engine.rollout(rows, 1, generator=streams, progress=progress)
+            batch = self.engine.rollout(
+                rows, 1, generator=streams, progress=progress, guided=guided if k else None
+            )
         batch.group_ids = self.shard.group_ids().to(batch.group_ids.device)
         return batch
 
@@ -567,6 +595,25 @@ def nan_std(values: torch.Tensor) -> float:
     values = values.float()
     finite = values[torch.isfinite(values)]
     return float(finite.std(unbiased=False)) if finite.numel() else float("nan")
+
+
+def _guided_members(cfg) -> int:
+    """``rollout.guided_members``: how many of a group's G members write the prompt's reference
+    reasoning (0 <= k < G, and only where a reasoning is sampled and trained)."""
+    k = int(cfg.rollout.get("guided_members", 0) or 0)
+    if k == 0:
+        return 0
+    if not 0 < k < cfg.rollout.group_size:
+        raise ValueError(
+            f"rollout.guided_members={k} must be below rollout.group_size="
+            f"{cfg.rollout.group_size}: a group needs sampled members to compare with"
+        )
+    if not cfg.rollout.reasoning or cfg.rollout.mode == "image":
+        raise ValueError(
+            f"rollout.guided_members={k} guides the reasoning: it needs rollout.reasoning=True "
+            f"and rollout.mode 'text' or 'unified' (got mode {cfg.rollout.mode!r})"
+        )
+    return k
 
 
 def _prompt_splits(value) -> str | tuple[str, ...]:

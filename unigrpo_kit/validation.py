@@ -143,6 +143,7 @@ RULES: dict[str, Check] = {
     "rollout.max_rounds": integer(1),
     "rollout.guidance_scale": number(0),
     "rollout.shared_noise": boolean(),
+    "rollout.guided_members": integer(0),
     "rollout.split_groups": boolean(),
     "rollout.prompt_splits": Check(
         _split_names, "a split name or a list of them, e.g. 'train' or ['train', 'pretrain']"

@@ -15,6 +15,10 @@ rollout = dict(
     # Which phrasings RL samples its prompts from: "train", or several, e.g. ["train",
     # "pretrain"]; never "eval", the held-out phrasings that eval scores.
     prompt_splits="train",
+    # Off-policy guidance: how many of a group's G members write the prompt's reference
+    # reasoning (its `reasoning`) instead of a sample; 0 is UniGRPO as published
+    # (docs/training.md, "Off-policy guidance"; the multi-round recipe uses 1).
+    guided_members=0,
     text_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=32),
     reflection_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=16),
     image_sampler=dict(type="FlowSDE", noise_level=0.7),

@@ -111,6 +111,12 @@ def test_protocol_prompts_and_stops(folders):
         torch.tensor([[True] * len(words) + [True, False], [True] * len(words) + [True, False]]),
     )
     assert decoded == ["the cat", "the cat"]
+    # a reference completion (off-policy guidance): the tokenizer's ids, then the first stop
+    ref, ref_mask = policy.encode_completion([" the cat", " a"], "reasoning")
+    a = policy.tokenizer(" a", add_special_tokens=False)["input_ids"]
+    assert ref[0][ref_mask[0]].tolist() == words + [1]
+    assert ref[1][ref_mask[1]].tolist() == a + [1]
+    assert ref[1][~ref_mask[1]].eq(policy.pad_token_id).all()
     with pytest.raises(ValueError, match="reasoning=True"):
         policy.encode_prompts(PROMPTS, reasoning=False)
     with pytest.raises(ValueError, match="context=None"):

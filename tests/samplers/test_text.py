@@ -455,3 +455,41 @@ def test_bad_calls_fail_with_one_line(lm: TinyCausalLM) -> None:
         sampler.token_log_probs(torch.zeros(2, 3, VOCAB), torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"logits must be \[B, V\]"):
         sampler.sample_from_logits(torch.zeros(2, 3, VOCAB))
+
+
+def test_forced_rows_write_the_reference_with_its_log_probs_and_leave_the_others_alone(
+    lm: TinyCausalLM,
+) -> None:
+    """Off-policy guidance: rows 1 and 3 emit a given reference (ending in the stop token 3),
+    recorded with log pi of the truncated, tempered distribution computed here in float64 from
+    a cache-free pass; rows 0 and 2 draw exactly what they draw without forcing."""
+    ids, mask = left_padded_prompts()
+    sampler = TextSampler(temperature=1.3, top_k=6, max_new_tokens=8, stop_token_ids=(3,))
+    reference = torch.tensor([[9, 9, 9, 3], [5, 7, 3, 0], [9, 9, 9, 3], [10, 1, 2, 3]])
+    rows = torch.tensor([False, True, False, True])
+    free = sampler.generate(lm, ids, mask, generator=torch.Generator().manual_seed(4))
+    guided = sampler.generate(
+        lm, ids, mask, generator=torch.Generator().manual_seed(4), forced=reference,
+        forced_rows=rows,
+    )  # fmt: skip
+    for row in (0, 2):  # unforced rows: the same tokens and log-probs as without forcing
+        length = int(free.mask[row].sum())
+        assert guided.tokens[row, :length].tolist() == free.tokens[row, :length].tolist()
+        assert torch.equal(guided.log_probs[row, :length], free.log_probs[row, :length])
+    assert guided.tokens[1, :3].tolist() == [5, 7, 3] and guided.mask[1].sum() == 3
+    assert guided.tokens[3, :4].tolist() == [10, 1, 2, 3] and guided.mask[3].sum() == 4
+    assert guided.finished[1] and guided.finished[3]
+    width = guided.tokens.shape[1]
+    logits = full_sequence_logits(lm, ids, mask, guided.tokens)
+    for row, length in ((1, 3), (3, 4)):
+        for t in range(length):
+            token = int(guided.tokens[row, t])
+            # the reference token is kept even where top-k would drop it (token_log_probs' rule)
+            scaled = [v / 1.3 for v in logits[row, t].double().tolist()]
+            order = sorted(range(VOCAB), key=lambda a: (-scaled[a], a))
+            kept = set(order[:6]) | {token}
+            peak = max(scaled[a] for a in kept)
+            log_total = peak + math.log(sum(math.exp(scaled[a] - peak) for a in kept))
+            expected = scaled[token] - log_total
+            assert guided.log_probs[row, t].item() == pytest.approx(expected, abs=1e-5)
+        assert not guided.log_probs[row, length:width].any()

@@ -49,6 +49,7 @@ RECIPE = dict(
         shared_noise=False,
         split_groups=False,
         prompt_splits="train",
+        guided_members=0,
         text_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=32),
         reflection_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=16),
         image_sampler=dict(type="FlowSDE", noise_level=0.7),

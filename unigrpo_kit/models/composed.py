@@ -255,6 +255,12 @@ class ComposedUnified:
         """The reasoner's text of ``ids`` [B, T] where ``mask`` is True."""
         return self.reasoner.decode_text(ids, mask)
 
+    def encode_completion(
+        self, texts: Sequence[str], role: str = "reasoning"
+    ) -> tuple[Tensor, Tensor]:
+        """The reasoner's ids of reference texts in ``role`` (off-policy guidance)."""
+        return self.reasoner.encode_completion(texts, role)
+
     def text_session(
         self, context: None, stop_token_ids: Sequence[int] | None = None
     ) -> ComposedTextSession:

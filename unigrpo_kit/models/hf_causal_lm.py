@@ -34,7 +34,7 @@ from torch import Tensor
 from ..guard import require_finite_weights
 from ..registry import MODELS
 from .checkpoint import POLICY_FILE
-from .protocol import PARTS, TEXT_ROLES, EpisodeForward
+from .protocol import PARTS, TEXT_ROLES, EpisodeForward, completion_ids
 
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 PEFT_MISSING = 'model.lora needs peft: pip install -e ".[peft]"'
@@ -425,6 +425,16 @@ class HFCausalLM:
             ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
             mask[i, width - len(row) :] = True
         return ids.to(self._device), mask.to(self._device)
+
+    def encode_completion(
+        self, texts: Sequence[str], role: str = "reasoning"
+    ) -> tuple[Tensor, Tensor]:
+        """Right-padded ids [B, L] and mask of each text as the model would generate it (the
+        tokenizer's ids without special tokens) followed by the role's first stop token: a
+        reference completion for off-policy guidance (``rollout.guided_members``)."""
+        stop = self.stop_token_ids(role)[0]
+        rows = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return completion_ids(rows, stop, self.pad_token_id, self._device)
 
     def decode_text(self, ids: Tensor, mask: Tensor) -> list[str]:
         """The text of each row of ``ids`` [B, T] where ``mask`` [B, T] is True, stop tokens

@@ -163,6 +163,12 @@ class TextPolicy(TrainablePolicy, Protocol):
         stop tokens left out."""
         ...
 
+    # Optional (off-policy guidance, ``rollout.guided_members``): a policy that can be handed a
+    # reference text implements
+    #     encode_completion(texts, role) -> (ids [B, L], mask [B, L])
+    # the right-padded ids of each text as the policy would generate it in ``role``, ending in
+    # the role's first stop token (see :func:`completion_ids`).
+
     def text_session(
         self, context: Context | None, stop_token_ids: Sequence[int] | None = None
     ) -> TextSession:
@@ -244,3 +250,16 @@ class UnifiedPolicy(TextPolicy, ImagePolicy, Protocol):
         """The given text [B, n] and mask that open a reflection after an image (e.g.
         ``<look>``); the reflection is generated after it."""
         ...
+
+
+def completion_ids(rows: Sequence[Sequence[int]], stop_id: int, pad_id: int, device=None):
+    """Right-padded ids [B, L] and mask [B, L] (bool) of each row followed by ``stop_id``: a
+    reference text in the form a policy generates it (``encode_completion``)."""
+    rows = [list(row) + [stop_id] for row in rows]
+    width = max(len(row) for row in rows) if rows else 1
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = True
+    return ids.to(device), mask.to(device)

@@ -33,7 +33,7 @@ from .checkpoint import (
     write_model_files,
 )
 from .layout import KVCache, TextSegment
-from .protocol import TEXT_ROLES, EpisodeForward
+from .protocol import TEXT_ROLES, EpisodeForward, completion_ids
 from .tiny_unified import TinyUnified
 from .tokenizer import WordTokenizer
 
@@ -162,6 +162,13 @@ class TinyUnifiedPolicy:
 
     def decode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
         return [self.tokenizer.decode(row[m]) for row, m in zip(ids, mask)]
+
+    def encode_completion(self, texts: Sequence[str], role: str = "reasoning"):
+        """Right-padded ids [B, L] and mask of each text followed by the role's stop token (a
+        reference reasoning or reflection, as this model would write it)."""
+        stop = self.stop_token_ids(role)[0]
+        rows = [self.tokenizer.encode(text) for text in texts]
+        return completion_ids(rows, stop, self.pad_token_id, self.device)
 
     def text_session(self, context: KVCache | None, stop_token_ids=None) -> TinyUnifiedSession:
         """A session after ``context``; finished rows are those fed the pad token, which this

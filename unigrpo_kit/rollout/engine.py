@@ -66,10 +66,16 @@ class _Episodes:
     painter_context: object = None  # a frozen painter's own (None: the painter is the policy)
     null: object = None  # the painter's null context (classifier-free guidance only)
     active: torch.Tensor | None = None
+    guided: torch.Tensor | None = None  # rows whose reasoning was the reference (None: none)
 
     def batch(self) -> EpisodeBatch:
         return EpisodeBatch(
-            self.prompts, self.group_ids, self.segments, self.thoughts, self.reflections
+            self.prompts,
+            self.group_ids,
+            self.segments,
+            self.thoughts,
+            self.reflections,
+            guided=None if self.guided is None else self.guided.cpu(),
         )
 
 
@@ -134,13 +140,22 @@ class RolloutEngine:
 
     @torch.no_grad()
     def rollout(
-        self, prompts: list, group_size: int, *, generator: torch.Generator, progress: float = 0.0
+        self,
+        prompts: list,
+        group_size: int,
+        *,
+        generator: torch.Generator,
+        progress: float = 0.0,
+        guided: torch.Tensor | None = None,
     ) -> EpisodeBatch:
-        """G = ``group_size`` episodes for each prompt, rows of one prompt adjacent."""
+        """G = ``group_size`` episodes for each prompt, rows of one prompt adjacent.
+        ``guided`` [N] bool: rows whose reasoning is their prompt's reference (``reasoning``
+        attribute) instead of a sample (off-policy guidance); a row whose prompt has none is
+        sampled as usual."""
         rows = [p for p in prompts for _ in range(group_size)]
         run = _Episodes(rows, torch.arange(len(prompts)).repeat_interleave(group_size))
         run.thoughts = [""] * len(rows)
-        self.reason(run, phase(generator, "reason"))
+        self.reason(run, phase(generator, "reason"), guided)
         if not self.paint_images:
             return run.batch()
         if self.painter is not self.policy:
@@ -158,9 +173,10 @@ class RolloutEngine:
         return run.batch()
 
     # ----------------------------------------------------------------- the phases
-    def reason(self, run: _Episodes, generator: torch.Generator) -> None:
-        """The prompts in the policy's format, then (``reasoning``) the sampled reasoning;
-        without reasoning, the policy's context of the prompts alone."""
+    def reason(self, run: _Episodes, generator: torch.Generator, guided=None) -> None:
+        """The prompts in the policy's format, then (``reasoning``) the sampled reasoning (the
+        reference reasoning on ``guided`` rows); without reasoning, the policy's context of the
+        prompts alone."""
         texts = [p.text for p in run.prompts]
         if not self.reasoning:
             records, run.context = self.policy.prompt_context(texts)
@@ -169,10 +185,34 @@ class RolloutEngine:
         ids, mask = self.policy.encode_prompts(texts, reasoning=True)
         run.segments.append(TextSegmentRecord(ids, mask))
         session = self.policy.text_session(None, self.text_sampler.stop_token_ids)
-        sample = self.text_sampler.generate(session, ids, mask, generator=generator)
+        forced, forced_rows = self._references(run.prompts, guided)
+        sample = self.text_sampler.generate(
+            session, ids, mask, generator=generator, forced=forced, forced_rows=forced_rows
+        )
         run.context = session.finish(sample.tokens, sample.mask)
         run.segments.append(self._generated(self.text_sampler, sample))
         run.thoughts = self.policy.decode_text(sample.tokens, sample.mask)
+        run.guided = forced_rows
+
+    def _references(self, prompts, guided):
+        """The reference reasonings' ids [N, L] and the rows [N] bool that write them: the
+        ``guided`` rows whose prompt has a non-empty ``reasoning``; (None, None) if none."""
+        if guided is None or not bool(guided.any()):
+            return None, None
+        texts = [getattr(p, "reasoning", None) or "" for p in prompts]
+        rows = torch.tensor([bool(g) and bool(t.strip()) for g, t in zip(guided.tolist(), texts)])
+        if not bool(rows.any()):
+            return None, None
+        if not hasattr(self.policy, "encode_completion"):
+            raise ValueError(
+                f"rollout.guided_members > 0 needs a policy that can be handed a reference text "
+                f"(encode_completion); {type(self.policy).__name__} has none: set "
+                f"rollout.guided_members=0"
+            )
+        # A reference longer than the sampler's max_new_tokens is cut there, as a sampled
+        # reasoning would be (a dry run's short budgets cut them on purpose).
+        ids, _ = self.policy.encode_completion(texts, "reasoning")
+        return ids, rows.to(ids.device)
 
     def paint_round(
         self, run, num_groups, group_size, generator, progress, round_index: int = 0

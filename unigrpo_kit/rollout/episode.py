@@ -90,6 +90,8 @@ class EpisodeBatch:
     ``rewards`` and ``advantages`` [N] are filled in by the trainer after scoring;
     ``image_advantages`` [N] too when the recipe gives the painter a reward term of its own
     (``algorithm.image_reward``), else it stays None and the images share ``advantages``.
+    ``guided`` [N] bool marks the episodes whose reasoning was the prompt's reference
+    (``rollout.guided_members``); None when none was.
     """
 
     prompts: list
@@ -101,6 +103,7 @@ class EpisodeBatch:
     advantages: torch.Tensor | None = None
     image_advantages: torch.Tensor | None = None
     reward_metrics: dict = field(default_factory=dict)
+    guided: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -167,4 +170,5 @@ class EpisodeBatch:
             image_advantages=(
                 None if self.image_advantages is None else self.image_advantages[rows]
             ),
+            guided=None if self.guided is None else self.guided[rows.cpu()],
         )

@@ -128,12 +128,21 @@ class TextSampler:
         attention_mask: Tensor,
         *,
         generator: torch.Generator | None = None,
+        forced: Tensor | None = None,
+        forced_rows: Tensor | None = None,
     ) -> TextSample:
         """Sample up to ``max_new_tokens`` tokens per row after a left-padded prompt.
 
         input_ids: [B, n] prompt token ids; attention_mask: [B, n], 0 on padding.
         Rows that have finished keep being fed ``pad_token_id`` so the batch stays rectangular;
         their outputs are ignored. Generation stops early once every row has finished.
+
+        ``forced`` [B, L] (token ids, right-padded, each forced row ending in a stop token) and
+        ``forced_rows`` [B] bool: the rows of ``forced_rows`` emit ``forced``'s tokens instead of
+        sampled ones (off-policy guidance: a reference text as one member of a group), recorded
+        with their log-probs under this sampler's distribution (:meth:`token_log_probs`), so
+        that training's ratio is 1 for them as for the sampled rows. The other rows draw
+        exactly the numbers they would draw without forcing.
         """
         if not isinstance(policy, TextPolicy):
             raise TypeError(
@@ -156,10 +165,19 @@ class TextSampler:
             raise ValueError(
                 f"policy.prefill must return logits [{batch}, V], got {tuple(logits.shape)}"
             )
+        forcing = forced_rows is not None and bool(forced_rows.any())
+        if forcing:
+            forced_rows = forced_rows.to(input_ids.device).bool()
+            forced = forced.to(input_ids.device).long()
         for step in range(self.max_new_tokens):
             if step > 0:
                 logits, state = policy.decode(state, tokens[-1])
             token, log_prob = self.sample_from_logits(logits, generator)
+            if forcing:
+                column = forced[:, step] if step < forced.shape[1] else forced[:, -1]
+                given = self.token_log_probs(logits[:, None, :], column[:, None])[:, 0]
+                token = torch.where(forced_rows, column, token)
+                log_prob = torch.where(forced_rows, given, log_prob)
             active = ~finished
             tokens.append(torch.where(active, token, self.pad_token_id))
             log_probs.append(torch.where(active, log_prob, 0.0))
