@@ -58,12 +58,15 @@ def assert_same_run(single: dict, ranks: list[dict]) -> None:
             assert many[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), (step + 1, key)
     assert sum(m["episodes/trained"] for m in single["metrics"]) > 0
     # The same parameters up to float rounding, which Adam amplifies where a gradient is near
-    # zero: measured max |difference| 4.5e-6 (whole groups) and 1.5e-5 on 1 of 2.1M entries
-    # (split groups) after 3 steps; bounded here at 3e-5, and 1e-5 for all but 1 in 10^5.
+    # zero: measured max |difference| 4.5e-6 (whole groups), 1.5e-5 on 1 of 2.1M entries (split
+    # groups) and 3.7e-5 on 6 (split groups with a guided member and the sampled painter
+    # advantage, whose zero image advantages leave more text entries with a near-zero
+    # gradient) after 3 steps; bounded here at 5e-5, half of one Adam step at the worker's
+    # lr_text (1e-4), and 1e-5 for all but 1 in 10^5.
     diffs = torch.cat(
         [(ranks[0]["params"][n] - v).abs().flatten() for n, v in single["params"].items()]
     )
-    assert float(diffs.max()) <= 3e-5
+    assert float(diffs.max()) <= 5e-5
     assert float((diffs > 1e-5).float().mean()) <= 1e-5
 
 
@@ -80,11 +83,15 @@ def test_two_ranks_with_whole_groups_equal_one_process(single, tmp_path):
 
 
 def test_split_groups_with_an_odd_group_size_equal_one_process(tmp_path):
-    """Also with the painter's own reward term, whose group statistics need every rank's q."""
+    """Also with the painter's own reward term, whose group statistics need every rank's q,
+    and with a guided member whose picture the painter's advantage leaves out (each rank
+    marks the guided rows of the whole step)."""
     options = (
         "rollout.group_size=3",
         "rollout.split_groups=True",
         "algorithm.image_reward={'type': 'QualityReward'}",
+        "rollout.guided_members=1",
+        "algorithm.guided_image_advantage=sampled",
     )
     one = run_worker(tmp_path / "one", 1, *options)[0]
     ranks = run_worker(tmp_path / "two", 2, *options)

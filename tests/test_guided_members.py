@@ -106,3 +106,61 @@ def test_a_reference_longer_than_the_budget_is_cut_there(make_trainer):
     batch = trainer.collect()
     for row in torch.nonzero(batch.guided).flatten().tolist():
         assert batch.texts[row].split() == batch.prompts[row].reasoning.split()[:3]
+
+
+def group_norm(values, groups):
+    """(v - mean_g) / (population std_g + 1e-6), 0 in constant groups, written out per group;
+    None values (left out) get 0 and are not counted."""
+    out = []
+    for i, v in enumerate(values):
+        members = [values[j] for j in range(len(values)) if groups[j] == groups[i]]
+        members = [m for m in members if m is not None]
+        if v is None:
+            out.append(0.0)
+            continue
+        mean = sum(members) / len(members)
+        std = (sum((m - mean) ** 2 for m in members) / len(members)) ** 0.5
+        out.append(0.0 if std == 0 else (v - mean) / (std + 1e-6))
+    return out
+
+
+def test_the_sampled_painter_advantage_leaves_the_guided_episodes_out(make_trainer, monkeypatch):
+    trainer = make_trainer(
+        "unified_multiround", **GUIDED, **{"algorithm.guided_image_advantage": "sampled"}
+    )
+    # group 0: a sampled success; group 1: every sample fails, the reference succeeds;
+    # group 2: mixed, the reference fails
+    scores = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0]
+    monkeypatch.setattr(trainer, "reward", lambda **_: RewardOutput(torch.tensor(scores)))
+    batch = trainer.collect()
+    trainer.score(batch)
+    groups = batch.group_ids.tolist()
+    assert batch.guided.tolist() == [m == 3 for _ in range(3) for m in range(4)]
+    shared = group_norm(scores, groups)
+    sampled = group_norm(
+        [None if row % 4 == 3 else score for row, score in enumerate(scores)], groups
+    )
+    assert batch.advantages.tolist() == pytest.approx(shared, abs=1e-5)  # the text: unchanged
+    assert batch.image_advantages.tolist() == pytest.approx(sampled, abs=1e-5)
+    assert batch.image_advantages[4:8].tolist() == [0.0] * 4  # all samples failed: no signal
+    assert batch.image_advantages[[3, 7, 11]].tolist() == [0.0] * 3
+    # the guided group is still trained (its text advantage is not 0)
+    trainer.worth_training(batch)
+    assert set(trainer.trained_rows) >= {4, 5, 6, 7}
+
+
+def test_the_shared_painter_advantage_is_the_episode_s(make_trainer, monkeypatch):
+    trainer = make_trainer("unified_multiround", **GUIDED)
+    assert trainer.guided_image_advantage == "shared"
+    monkeypatch.setattr(trainer, "reward", lambda **_: RewardOutput(torch.rand(12)))
+    batch = trainer.collect()
+    trainer.score(batch)
+    assert batch.image_advantages is None  # the loss then uses the one shared advantage
+
+
+def test_an_unknown_painter_advantage_is_a_recipe_error(small_cfg):
+    from unigrpo_kit.validation import validate_recipe
+
+    cfg = small_cfg("unified_multiround", **{"algorithm.guided_image_advantage": "guided"})
+    with pytest.raises(RecipeError, match="algorithm.guided_image_advantage.*shared, sampled"):
+        validate_recipe(cfg)

@@ -82,6 +82,9 @@ class UniGRPOTrainer:
         image_reward = cfg.algorithm.get("image_reward")
         self.image_reward = REWARDS.build(image_reward) if image_reward else None
         self.image_reward_weight = float(cfg.algorithm.get("image_reward_weight", 1.0))
+        # "shared" (UniGRPO): the painter's steps take the episode's advantage; "sampled": with
+        # off-policy guidance, the painter's advantage leaves the guided episodes out.
+        self.guided_image_advantage = cfg.algorithm.get("guided_image_advantage", "shared")
         self.objective = Objective(
             cfg.algorithm, train_text=self.train_text, train_image=self.train_image
         )
@@ -253,8 +256,9 @@ class UniGRPOTrainer:
                 self.advantage, batch.rewards, batch.group_ids, scored.components
             )
             batch.image_advantages = self._image_advantages(
-                batch.advantages, batch.rewards, painter, batch.group_ids
-            )
+                batch.advantages, batch.rewards, painter, batch.group_ids,
+                guided=batch.guided, components=scored.components,
+            )  # fmt: skip
             self.global_rewards = batch.rewards
             self._count_invalid(batch.rewards)
             return scored
@@ -264,6 +268,7 @@ class UniGRPOTrainer:
         if scored is not None:
             batch.rewards = scored.scores.float()
             mine["rewards"] = batch.rewards.tolist()
+            mine["guided"] = None if batch.guided is None else batch.guided.float().tolist()
             mine["components"] = {
                 k: (w, v.tolist()) for k, (w, v) in (scored.components or {}).items()
             }
@@ -288,9 +293,11 @@ class UniGRPOTrainer:
         metrics = {k: assemble(lambda part, k=k: part["metrics"].get(k)) for k in metric_keys}
         group_ids = torch.arange(shard.num_groups).repeat_interleave(shard.group_size)
         advantages = group_advantages(self.advantage, rewards, group_ids, components)
+        guided = assemble(lambda part: part.get("guided")) == 1  # the rows each rank guided
         image_advantages = self._image_advantages(
-            advantages, rewards, metrics.get("reward/image_term"), group_ids
-        )
+            advantages, rewards, metrics.get("reward/image_term"), group_ids,
+            guided=guided, components=components,
+        )  # fmt: skip
         if batch is not None:
             mine_rows = torch.tensor(shard.rows, dtype=torch.long)
             batch.advantages = advantages[mine_rows]
@@ -332,12 +339,34 @@ class UniGRPOTrainer:
             )
             return torch.full((len(batch),), float("nan"))
 
-    def _image_advantages(self, advantages, rewards, painter, group_ids):
-        """A^img = A + w * A(q): the shared advantage plus the image reward's group-normalised
-        advantage (the recipe's estimator), over the episodes whose terminal reward and q are
-        both finite; None without an image reward."""
-        if painter is None:
+    def _image_advantages(
+        self, advantages, rewards, painter, group_ids, *, guided=None, components=None
+    ):
+        """The painter's advantage where it differs from the shared one; None where it does not.
+
+            A^img = A + w * A(q)        (``algorithm.image_reward``: the image reward's
+                                          group-normalised advantage, the recipe's estimator,
+                                          over the episodes whose reward and q are finite)
+
+        With off-policy guidance and ``algorithm.guided_image_advantage="sampled"``, A and A(q)
+        are taken over each group's sampled members only, and a guided episode's steps get
+        A^img = 0: the painter is trained as if the group had not been guided (a guided
+        episode's reward is the reference reasoning's credit, not the painter's)."""
+        sampled_only = (
+            self.guided_image_advantage == "sampled" and guided is not None and bool(guided.any())
+        )
+        if painter is None and not sampled_only:
             return None
+        if sampled_only:
+
+            def drop(values):  # the guided rows leave the group's statistics
+                return torch.where(guided, torch.full_like(values.float(), float("nan")), values)
+
+            rewards = drop(rewards)
+            parts = {k: (w, drop(v)) for k, (w, v) in components.items()} if components else None
+            advantages = group_advantages(self.advantage, rewards, group_ids, parts)
+        if painter is None:
+            return advantages
         q = torch.where(torch.isfinite(rewards), painter, torch.full_like(painter, float("nan")))
         return advantages + self.image_reward_weight * group_advantages(
             self.advantage, q, group_ids

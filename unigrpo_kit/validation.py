@@ -170,6 +170,7 @@ RULES: dict[str, Check] = {
     "algorithm.image_loss_weight": number(0),
     "algorithm.image_reward": optional(COMPONENT),
     "algorithm.image_reward_weight": number(0),
+    "algorithm.guided_image_advantage": one_of("shared", "sampled"),
     "algorithm.skip_zero_advantage": boolean(),
     "algorithm.max_skipped_updates": integer(1),
     "optimizer.lr_text": number(0),

@@ -18,6 +18,10 @@ algorithm = dict(
     self_check_tol=1e-3,
     # DAPO's dynamic sampling: groups whose rewards are all equal (A = 0) are not trained on.
     skip_zero_advantage=True,
+    # With off-policy guidance (rollout.guided_members): "shared" gives the painter's steps the
+    # episode's one advantage (UniGRPO); "sampled" computes the painter's advantage over each
+    # group's sampled members only and leaves the guided episodes' pictures untrained.
+    guided_image_advantage="shared",
 )
 # The reasoning is where this world's eval prompts are won (docs/training.md: Results); the image
 # expert moves 30x slower so that its pictures stay clean (the quality metric). The 10-step
