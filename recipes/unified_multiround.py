@@ -10,6 +10,6 @@ _base_ = [
 # LUFFY): the training phrasings of "three" that tiny-base never gets right then have a success
 # to learn from, and the counting lottery ends (docs/training.md, "Off-policy guidance").
 rollout = dict(max_rounds=2, guided_members=1)
-# A step costs 1.5x a one-round step (2.7 vs 1.8 s on 2 CPU threads); 180 steps fit in about
-# 8.5 minutes (docs/training.md, Results).
+# 180 steps at 2 threads took 7.0 minutes on one 2-core AMD EPYC and 11.0 on another
+# (docs/training.md, Results).
 schedule = dict(steps=180)

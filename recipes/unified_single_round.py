@@ -6,3 +6,6 @@ _base_ = [
     "_base_/rollout.py",
     "_base_/schedule.py",
 ]
+# One member of each group of 8 writes the prompt's reference reasoning (off-policy guidance,
+# as in the multi-round recipe; docs/training.md, "Off-policy guidance").
+rollout = dict(guided_members=1)

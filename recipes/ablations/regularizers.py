@@ -9,6 +9,9 @@
 # Measured on a 2-core CPU with --jobs 2: 19 minutes for 6 runs (120 steps each).
 # If a spread is small, add a third seed with --seeds 0,1,2 (the finished runs are kept).
 base_overrides = {
+    # Sampled reasoning only, as when this sweep ran (before the recipes added off-policy
+    # guidance; an image-only variant cannot be guided).
+    "rollout.guided_members": 0,
     # The recipe's image rate (1e-5) is chosen to keep images clean; at 1e-4 the unregularised
     # image expert has room to hack, which is what this sweep asks about.
     "optimizer.lr_image": 1e-4,

@@ -7,6 +7,9 @@
 #
 # Measured on a 2-core CPU with --jobs 2: 7 minutes for 4 runs (60 steps each).
 base_overrides = {
+    # Sampled reasoning only, as when this sweep ran (before the recipes added off-policy
+    # guidance; an image-only variant cannot be guided).
+    "rollout.guided_members": 0,
     "schedule.steps": 60,
     "schedule.save_every": 10,
     "schedule.sample_every": 30,

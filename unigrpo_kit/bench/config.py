@@ -33,6 +33,7 @@ RECIPE = dict(
         grad_clip=1.0,
         self_check_tol=1e-3,
         skip_zero_advantage=True,
+        guided_image_advantage="shared",
     ),
     optimizer=dict(
         lr_text=3e-4, lr_image=1e-5, betas=(0.9, 0.999), weight_decay=0.0, warmup_steps=10
@@ -49,7 +50,7 @@ RECIPE = dict(
         shared_noise=False,
         split_groups=False,
         prompt_splits="train",
-        guided_members=0,
+        guided_members=1,
         text_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=32),
         reflection_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=16),
         image_sampler=dict(type="FlowSDE", noise_level=0.7),
