@@ -17,7 +17,7 @@ rollout = dict(
     prompt_splits="train",
     # Off-policy guidance: how many of a group's G members write the prompt's reference
     # reasoning (its `reasoning`) instead of a sample; 0 is UniGRPO as published
-    # (docs/training.md, "Off-policy guidance"; the multi-round recipe uses 1).
+    # (docs/training.md, "Off-policy guidance"; the three recipes that reason set 1).
     guided_members=0,
     text_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=32),
     reflection_sampler=dict(type="TextSampler", temperature=1.0, max_new_tokens=16),
