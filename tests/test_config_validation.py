@@ -136,6 +136,7 @@ BAD_VALUES = [
     ("optimizer.lr_image=1e999", "optimizer.lr_image=inf"),
     ("optimizer.betas=(0.9,)", "optimizer.betas=(0.9,): must be a pair"),
     ("optimizer.weight_decay=-0.1", "optimizer.weight_decay=-0.1"),
+    ("optimizer.eps_image=0", "optimizer.eps_image=0: must be a number > 0"),
     ("schedule.steps=two", "schedule.steps='two': must be an int >= 1"),
     ("schedule.save_every=-1", "schedule.save_every=-1"),
     ("schedule.sample_every=x", "schedule.sample_every='x'"),

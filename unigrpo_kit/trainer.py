@@ -123,8 +123,13 @@ class UniGRPOTrainer:
 
     # ------------------------------------------------------------------ set-up
     def _optimizer(self, opt) -> torch.optim.Optimizer:
-        """AdamW with one parameter group per part (``optimizer.lr_<part>``); a part with lr 0,
-        or that the mode does not train, is frozen."""
+        """AdamW with one parameter group per part (``optimizer.lr_<part>``, and
+        ``optimizer.eps_<part>``, Adam's denominator floor, default 1e-8); a part with lr 0, or
+        that the mode does not train, is frozen.
+
+        Adam's step is lr * m_hat / (sqrt(v_hat) + eps): with eps far below sqrt(v_hat) every
+        parameter moves about lr per step whatever its gradient's size; an eps above it makes
+        the step lr / eps * m_hat, a gradient-sized (SGD-like) step."""
         groups = []
         trains = {"text": self.train_text, "image": self.train_image}
         for name, params in self.policy.parameter_groups().items():
@@ -132,7 +137,8 @@ class UniGRPOTrainer:
                 continue
             lr = opt.get(f"lr_{name}", 0.0)
             if lr > 0 and trains.get(name, False):
-                groups.append({"params": params, "lr": lr, "base_lr": lr, "name": name})
+                eps = opt.get(f"eps_{name}", 1e-8)
+                groups.append({"params": params, "lr": lr, "base_lr": lr, "eps": eps, "name": name})
             else:
                 for p in params:
                     p.requires_grad_(False)

@@ -175,6 +175,8 @@ RULES: dict[str, Check] = {
     "algorithm.max_skipped_updates": integer(1),
     "optimizer.lr_text": number(0),
     "optimizer.lr_image": number(0),
+    "optimizer.eps_text": number(0, above=True),
+    "optimizer.eps_image": number(0, above=True),
     "optimizer.betas": Check(_betas, "a pair of numbers in [0, 1), e.g. (0.9, 0.999)"),
     "optimizer.weight_decay": number(0),
     "optimizer.warmup_steps": integer(0),

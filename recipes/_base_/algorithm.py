@@ -27,4 +27,13 @@ algorithm = dict(
 # expert moves 30x slower so that its pictures stay clean (the quality metric). The 10-step
 # linear warm-up keeps Adam's first step (a sign step of size lr on every parameter) from
 # throwing the policy far from the one that sampled (docs/training.md: the first-update shock).
-optimizer = dict(lr_text=3e-4, lr_image=1e-5, betas=(0.9, 0.999), weight_decay=0.0, warmup_steps=10)
+# eps_<part>: Adam's denominator floor per part (torch's 1e-8); see docs/training.md.
+optimizer = dict(
+    lr_text=3e-4,
+    lr_image=1e-5,
+    eps_text=1e-8,
+    eps_image=1e-8,
+    betas=(0.9, 0.999),
+    weight_decay=0.0,
+    warmup_steps=10,
+)

@@ -36,7 +36,13 @@ RECIPE = dict(
         guided_image_advantage="shared",
     ),
     optimizer=dict(
-        lr_text=3e-4, lr_image=1e-5, betas=(0.9, 0.999), weight_decay=0.0, warmup_steps=10
+        lr_text=3e-4,
+        lr_image=1e-5,
+        eps_text=1e-8,
+        eps_image=1e-8,
+        betas=(0.9, 0.999),
+        weight_decay=0.0,
+        warmup_steps=10,
     ),
     rollout=dict(
         mode="unified",
