@@ -8,6 +8,9 @@ template matching, the recipes took a 10-step learning-rate warm-up and every dr
 per-episode streams of (seed, step) for data parallelism (``recorded_with`` says where).
 Re-recorded again when the recipe took one guided member per group; the numbers before it
 stay pinned for ``rollout.guided_members=0`` (``regression_unified_multiround_unguided.json``),
+which the change reproduced exactly. Re-recorded when the recipe sized the painter's Adam steps
+by its gradient (``optimizer.eps_image=1e-3``); the two earlier pins stay, with torch's
+``eps_image=1e-8`` (``regression_unified_multiround_eps1e-8.json`` and the unguided one),
 which the change reproduced exactly. A refactor that changes what the trainer computes (an
 extra random draw, another order of operations, a term left out) moves these numbers.
 """
@@ -31,7 +34,11 @@ REPO = Path(__file__).resolve().parent.parent
     "pin, options",
     [
         ("regression_unified_multiround.json", []),
-        ("regression_unified_multiround_unguided.json", ["rollout.guided_members=0"]),
+        ("regression_unified_multiround_eps1e-8.json", ["optimizer.eps_image=1e-8"]),
+        (
+            "regression_unified_multiround_unguided.json",
+            ["rollout.guided_members=0", "optimizer.eps_image=1e-8"],
+        ),
     ],
 )
 def test_the_default_multiround_recipe_repeats_its_recorded_first_steps(pin, options):
