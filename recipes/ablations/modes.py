@@ -11,6 +11,9 @@ base_overrides = {
     # Sampled reasoning only, as when this sweep ran (before the recipes added off-policy
     # guidance; an image-only variant cannot be guided).
     "rollout.guided_members": 0,
+    # torch's Adam eps for the painter, as when this sweep ran (before the unified recipes
+    # sized the painter's steps by its gradient, docs/training.md).
+    "optimizer.eps_image": 1e-8,
     "schedule.steps": 60,
     "schedule.save_every": 10,
     "schedule.sample_every": 30,

@@ -12,6 +12,9 @@ base_overrides = {
     # Sampled reasoning only, as when this sweep ran (before the recipes added off-policy
     # guidance; an image-only variant cannot be guided).
     "rollout.guided_members": 0,
+    # torch's Adam eps for the painter, as when this sweep ran (before the unified recipes
+    # sized the painter's steps by its gradient, docs/training.md).
+    "optimizer.eps_image": 1e-8,
     # The recipe's image rate (1e-5) is chosen to keep images clean; at 1e-4 the unregularised
     # image expert has room to hack, which is what this sweep asks about.
     "optimizer.lr_image": 1e-4,
