@@ -5,6 +5,7 @@ far below |g|, a gradient-sized step lr * g / eps when eps is far above it."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 
@@ -16,12 +17,18 @@ def test_each_part_gets_its_own_eps(make_trainer):
     assert eps == {"text": 1e-6, "image": 1e-3}
 
 
-def test_the_default_is_torchs_eps(make_trainer):
-    trainer = make_trainer("unified_single_round")
-    assert {g["name"]: g["eps"] for g in trainer.optimizer.param_groups} == {
-        "text": 1e-8,
-        "image": 1e-8,
-    }
+@pytest.mark.parametrize(
+    "recipe, want",
+    [
+        ("image_flowgrpo", {"image": 1e-8}),  # torch's eps, from _base_/algorithm.py
+        ("text_grpo", {"text": 1e-8}),
+        ("unified_single_round", {"text": 1e-8, "image": 1e-3}),  # the painter's steps sized
+        ("unified_multiround", {"text": 1e-8, "image": 1e-3}),  # by its gradient
+    ],
+)
+def test_the_recipes_eps(make_trainer, recipe, want):
+    trainer = make_trainer(recipe)
+    assert {g["name"]: g["eps"] for g in trainer.optimizer.param_groups} == want
 
 
 def test_a_large_eps_makes_the_first_step_gradient_sized(make_trainer):
